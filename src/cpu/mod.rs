@@ -1,0 +1,215 @@
+//! The CPU backend: faer for the dense products and factorisations, rayon across units.
+//! Always computes in f64; an f32 fit's inputs are rounded to f32 by the model layer first and
+//! its outputs rounded back, so the CPU twin of an f32 GPU fit is its f64-accurate reference.
+
+use crate::device::planner::{self, Limits, Stage};
+use crate::error::{Error, Result};
+use crate::linalg::{self, cholesky_scratch, cholesky_solve_in_place};
+use crate::ops::{RidgeOps, UNDEFINED_CORR};
+use crate::Dtype;
+use faer::dyn_stack::MemStack;
+use faer::{Mat, Par};
+use ndarray::{concatenate, s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// Population variance below which a feature's correlations are set to 0 (reference rule).
+pub const LOW_VARIANCE: f64 = 1e-8;
+
+/// The CPU implementation of [`RidgeOps`].
+#[derive(Debug, Clone)]
+pub struct CpuOps {
+    /// Bytes the backend may hold at once.
+    pub budget: u64,
+    /// Upper bound on units per chunk (the user's `chunk_size`; 0 = none).
+    pub unit_chunk_cap: usize,
+}
+
+impl CpuOps {
+    /// A backend with this memory budget.
+    pub fn new(budget: u64) -> Self {
+        CpuOps {
+            budget,
+            unit_chunk_cap: 0,
+        }
+    }
+}
+
+/// `[X | 1]`.
+pub fn with_bias(x: ArrayView2<f64>) -> Array2<f64> {
+    let ones = Array2::<f64>::ones((x.nrows(), 1));
+    concatenate(Axis(1), &[x, ones.view()]).expect("same row count")
+}
+
+/// Column means and centred columns.
+fn centre(a: ArrayView2<f64>) -> (Array2<f64>, Array1<f64>) {
+    let n = a.nrows() as f64;
+    let mean = a.sum_axis(Axis(0)) / n;
+    let c = &a - &mean.view().insert_axis(Axis(0));
+    (c, mean)
+}
+
+/// Turns raw cross products `Σ xc·yc` (U × F) and sums of squares into |r| with the reference's
+/// low-variance and zero-variance rules.
+pub fn finish_correlations(num: &mut Array2<f64>, ssx: &[f64], ssy: &[f64], n: usize) {
+    num.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(u, mut row)| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if ssx[j] / (n as f64) < LOW_VARIANCE {
+                    0.0
+                } else if ssy[u] == 0.0 {
+                    UNDEFINED_CORR
+                } else {
+                    (*v / (ssx[j] * ssy[u]).sqrt()).abs()
+                };
+            }
+        });
+}
+
+/// Gathers the `(k+1)²` system of one unit from the lower triangle of `g` (column-major), adding
+/// `alpha` on the diagonal, into `a` (column-major `m × m`).
+fn gather_system(g: &Mat<f64>, idx: &[usize], alpha: f64, a: &mut Mat<f64>) {
+    let m = idx.len();
+    for bcol in 0..m {
+        let jb = idx[bcol];
+        for arow in bcol..m {
+            let ia = idx[arow];
+            let v = if ia >= jb { g[(ia, jb)] } else { g[(jb, ia)] };
+            a[(arow, bcol)] = if arow == bcol { v + alpha } else { v };
+        }
+    }
+}
+
+impl RidgeOps for CpuOps {
+    fn abs_correlations(
+        &self,
+        x: ArrayView2<f64>,
+        y: ArrayView2<f64>,
+        _dtype: Dtype,
+    ) -> Result<Array2<f64>> {
+        let n = x.nrows();
+        let (xc, _) = centre(x);
+        let (yc, _) = centre(y);
+        let ssx: Vec<f64> = xc.axis_iter(Axis(1)).map(|c| c.dot(&c)).collect();
+        let ssy: Vec<f64> = yc.axis_iter(Axis(1)).map(|c| c.dot(&c)).collect();
+        let mut num = linalg::at_b(yc.view(), xc.view());
+        finish_correlations(&mut num, &ssx, &ssy, n);
+        Ok(num)
+    }
+
+    fn solve_selected(
+        &self,
+        x: ArrayView2<f64>,
+        y: ArrayView2<f64>,
+        sel: ArrayView2<u32>,
+        alpha: f64,
+        _dtype: Dtype,
+        unit_offset: usize,
+    ) -> Result<(Array2<f64>, Array1<f64>)> {
+        let (n, f) = x.dim();
+        let units = y.ncols();
+        let m = sel.ncols() + 1;
+        let p = (f + 1) as u64;
+        let threads = rayon::current_num_threads() as u64;
+        let stage = Stage {
+            name: "ridge solve (cpu)",
+            items: units as u64,
+            fixed: 8
+                * (p * p + n as u64 * p + f as u64 * units as u64 + threads * (m * m + m) as u64),
+            fixed_binding: 0,
+            per_item: 8 * p,
+            per_item_binding: 0,
+        };
+        let mut chunk = planner::items_per_chunk(&stage, &Limits::cpu(self.budget))? as usize;
+        if self.unit_chunk_cap > 0 {
+            chunk = chunk.min(self.unit_chunk_cap);
+        }
+        let x1 = with_bias(x);
+        let g = linalg::gram_lower(x1.view());
+        let mut w = Array2::<f64>::zeros((f, units));
+        let mut b = Array1::<f64>::zeros(units);
+        for range in planner::ranges(units, chunk) {
+            let h = linalg::at_b(y.slice(s![.., range.clone()]), x1.view());
+            let thetas: Vec<std::result::Result<Vec<f64>, usize>> = range
+                .clone()
+                .into_par_iter()
+                .map_init(
+                    || {
+                        (
+                            Mat::<f64>::zeros(m, m),
+                            Mat::<f64>::zeros(m, 1),
+                            cholesky_scratch(m),
+                        )
+                    },
+                    |(a, rhs, mem), u| {
+                        let mut idx: Vec<usize> = sel.row(u).iter().map(|&i| i as usize).collect();
+                        idx.push(f);
+                        gather_system(&g, &idx, alpha, a);
+                        let hu = h.row(u - range.start);
+                        for (r, &i) in idx.iter().enumerate() {
+                            rhs[(r, 0)] = hu[i];
+                        }
+                        let stack = MemStack::new(mem);
+                        cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, stack)?;
+                        Ok((0..m).map(|r| rhs[(r, 0)]).collect())
+                    },
+                )
+                .collect();
+            for (u, th) in range.clone().zip(thetas) {
+                let th = th.map_err(|pivot| {
+                    Error::Singular(format!(
+                        "unit {} (flat index, Fortran order): its {m}x{m} selected system is not positive definite (Cholesky pivot {pivot}); use alpha > 0 or avoid collinear features",
+                        u + unit_offset
+                    ))
+                })?;
+                for (r, &i) in sel.row(u).iter().enumerate() {
+                    w[(i as usize, u)] = th[r];
+                }
+                b[u] = th[m - 1];
+            }
+        }
+        Ok((w, b))
+    }
+
+    fn solve_dense(
+        &self,
+        x: ArrayView2<f64>,
+        y: ArrayView2<f64>,
+        alpha: f64,
+        _dtype: Dtype,
+    ) -> Result<(Array2<f64>, Array1<f64>)> {
+        let (n, f) = x.dim();
+        let x1 = with_bias(x);
+        let theta = if n > f + 1 {
+            let mut g = linalg::gram_lower(x1.view());
+            for i in 0..=f {
+                g[(i, i)] += alpha;
+            }
+            let rhs = linalg::at_b(x1.view(), y);
+            linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
+        } else {
+            let mut k = linalg::gram_lower(x1.t());
+            for i in 0..n {
+                k[(i, i)] += alpha;
+            }
+            let z = linalg::spd_solve(k, y, "ridge dual system X1 X1' + alpha I")?;
+            linalg::at_b(x1.view(), z.view())
+        };
+        let w = theta.slice(s![0..f, ..]).to_owned();
+        let b = theta.row(f).to_owned();
+        Ok((w, b))
+    }
+
+    fn predict(
+        &self,
+        x: ArrayView2<f64>,
+        w: ArrayView2<f64>,
+        b: ArrayView1<f64>,
+        _dtype: Dtype,
+    ) -> Result<Array2<f64>> {
+        let mut out = linalg::a_b(x, w);
+        out += &b.insert_axis(Axis(0));
+        Ok(out)
+    }
+}

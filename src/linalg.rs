@@ -1,0 +1,145 @@
+//! Dense linear algebra on the host (faer), shared by the CPU backend and the host-side parts of
+//! the GPU backend: row-major ndarray ↔ faer views, Gram matrices, products and SPD solves.
+
+use crate::error::{Error, Result};
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::cholesky::llt;
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use ndarray::{Array2, ArrayView2};
+
+/// Parallelism for faer calls made outside a rayon task: every rayon thread.
+pub fn par() -> Par {
+    let n = rayon::current_num_threads();
+    if n <= 1 {
+        Par::Seq
+    } else {
+        Par::rayon(n)
+    }
+}
+
+/// A faer view of a standard-layout (row-major) ndarray matrix; copies when the layout differs.
+pub fn faer_view<'a>(
+    a: &'a ArrayView2<'a, f64>,
+    tmp: &'a mut Option<Array2<f64>>,
+) -> MatRef<'a, f64> {
+    let (r, c) = a.dim();
+    if let Some(s) = a.as_slice() {
+        MatRef::from_row_major_slice(s, r, c)
+    } else {
+        *tmp = Some(a.as_standard_layout().into_owned());
+        MatRef::from_row_major_slice(tmp.as_ref().unwrap().as_slice().unwrap(), r, c)
+    }
+}
+
+/// Copies a faer matrix into a row-major ndarray.
+pub fn to_ndarray(m: MatRef<'_, f64>) -> Array2<f64> {
+    Array2::from_shape_fn((m.nrows(), m.ncols()), |(i, j)| m[(i, j)])
+}
+
+/// `aᵀ b` for row-major `a` (`n × p`) and `b` (`n × q`), a `p × q` row-major result.
+pub fn at_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
+    let (mut ta, mut tb) = (None, None);
+    let fa = faer_view(&a, &mut ta);
+    let fb = faer_view(&b, &mut tb);
+    let mut out = Array2::<f64>::zeros((a.ncols(), b.ncols()));
+    {
+        let (p, q) = out.dim();
+        let dst = MatMut::from_row_major_slice_mut(out.as_slice_mut().unwrap(), p, q);
+        faer::linalg::matmul::matmul(dst, Accum::Replace, fa.transpose(), fb, 1.0, par());
+    }
+    out
+}
+
+/// `a b` for row-major `a` (`n × p`) and `b` (`p × q`).
+pub fn a_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
+    let (mut ta, mut tb) = (None, None);
+    let fa = faer_view(&a, &mut ta);
+    let fb = faer_view(&b, &mut tb);
+    let mut out = Array2::<f64>::zeros((a.nrows(), b.ncols()));
+    {
+        let (p, q) = out.dim();
+        let dst = MatMut::from_row_major_slice_mut(out.as_slice_mut().unwrap(), p, q);
+        faer::linalg::matmul::matmul(dst, Accum::Replace, fa, fb, 1.0, par());
+    }
+    out
+}
+
+/// The lower triangle of `aᵀ a` (syrk-like: half the work of a full product) as a column-major
+/// faer matrix; the strict upper triangle is left at zero.
+pub fn gram_lower(a: ArrayView2<f64>) -> Mat<f64> {
+    let mut t = None;
+    let fa = faer_view(&a, &mut t);
+    let p = a.ncols();
+    let mut g = Mat::<f64>::zeros(p, p);
+    faer::linalg::matmul::triangular::matmul(
+        g.as_mut(),
+        BlockStructure::TriangularLower,
+        Accum::Replace,
+        fa.transpose(),
+        BlockStructure::Rectangular,
+        fa,
+        BlockStructure::Rectangular,
+        1.0,
+        par(),
+    );
+    g
+}
+
+/// Mirrors the lower triangle of a square matrix into its upper triangle.
+pub fn symmetrize_from_lower(g: &mut Mat<f64>) {
+    let p = g.nrows();
+    for j in 0..p {
+        for i in 0..j {
+            g[(i, j)] = g[(j, i)];
+        }
+    }
+}
+
+/// Scratch memory for [`cholesky_solve_in_place`] on systems up to `dim`.
+pub fn cholesky_scratch(dim: usize) -> MemBuffer {
+    MemBuffer::new(llt::factor::cholesky_in_place_scratch::<f64>(
+        dim,
+        Par::Seq,
+        Default::default(),
+    ))
+}
+
+/// Solves `A x = b` for SPD `A` (lower triangle read, overwritten by the factor) in place of `rhs`
+/// (`m × r`, column-major). `Err(pivot)` when the Cholesky meets a non-positive pivot.
+pub fn cholesky_solve_in_place(
+    a: MatMut<'_, f64>,
+    rhs: MatMut<'_, f64>,
+    par: Par,
+    stack: &mut MemStack,
+) -> std::result::Result<(), usize> {
+    let mut a = a;
+    match llt::factor::cholesky_in_place(
+        a.as_mut(),
+        Default::default(),
+        par,
+        stack,
+        Default::default(),
+    ) {
+        Ok(_) => {}
+        Err(llt::factor::LltError::NonPositivePivot { index }) => return Err(index),
+    }
+    llt::solve::solve_in_place(a.as_ref(), rhs, par, stack);
+    Ok(())
+}
+
+/// Solves the SPD system `a x = rhs` (a square, rhs `m × r`), returning `x` row-major, or a
+/// [`Error::Singular`] naming `what`.
+pub fn spd_solve(mut a: Mat<f64>, rhs: ArrayView2<f64>, what: &str) -> Result<Array2<f64>> {
+    let m = a.nrows();
+    let r = rhs.ncols();
+    let mut x = Mat::<f64>::from_fn(m, r, |i, j| rhs[(i, j)]);
+    let mut mem = cholesky_scratch(m);
+    let stack = MemStack::new(&mut mem);
+    cholesky_solve_in_place(a.as_mut(), x.as_mut(), par(), stack).map_err(|p| {
+        Error::Singular(format!(
+            "{what}: the {m}x{m} system is not positive definite (Cholesky pivot {p} ≤ 0); use alpha > 0 or remove collinear features"
+        ))
+    })?;
+    Ok(to_ndarray(x.as_ref()))
+}

@@ -1,0 +1,168 @@
+//! A fitted FastL2LiR model: `W` `(F, s1..sk)`, `b` `(1, s1..sk)`, optionally the selection mask
+//! `S` and the fit options prediction needs.
+
+use super::params::SpatialNorm;
+use super::per_unit::normalized_columns;
+use super::shape::{flatten_any, unflatten_units};
+use crate::device::{self, Resolved};
+use crate::error::{Error, Result};
+use crate::Dtype;
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, IxDyn};
+
+/// A FastL2LiR model.
+#[derive(Debug, Clone)]
+pub struct RidgeModel {
+    /// Weights, `(F, s1..sk)`.
+    pub w: ArrayD<f64>,
+    /// Biases, `(1, s1..sk)`.
+    pub b: ArrayD<f64>,
+    /// Selection mask `(F, s1..sk)`, present after a per-unit-path fit.
+    pub s: Option<ArrayD<bool>>,
+    /// Precision of the fit; predictions are returned in it.
+    pub dtype: Dtype,
+    /// Normalisation applied to selected features at fit time (prediction repeats it).
+    pub spatial_norm: Option<SpatialNorm>,
+}
+
+impl RidgeModel {
+    /// Builds a model from flat `W` (`F × U`), `b` (`U`) and optional `S`, reshaping the unit
+    /// axis to `unit_shape` (Fortran order).
+    pub fn from_flat(
+        w: ArrayView2<f64>,
+        b: ArrayView1<f64>,
+        s: Option<ArrayView2<bool>>,
+        unit_shape: &[usize],
+        dtype: Dtype,
+        spatial_norm: Option<SpatialNorm>,
+    ) -> Result<Self> {
+        let b2 = b.insert_axis(ndarray::Axis(0));
+        let model = RidgeModel {
+            w: unflatten_units(w, unit_shape),
+            b: unflatten_units(b2, unit_shape),
+            s: s.map(|s| unflatten_units(s, unit_shape)),
+            dtype,
+            spatial_norm,
+        };
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Checks that W, b and S agree in shape and are finite.
+    pub fn validate(&self) -> Result<()> {
+        if self.w.ndim() < 2 || self.w.shape()[0] == 0 {
+            return Err(Error::InvalidInput(format!(
+                "model W must be (features, units…) with at least one feature, got {:?}",
+                self.w.shape()
+            )));
+        }
+        let units = &self.w.shape()[1..];
+        if self.b.ndim() != self.w.ndim() || self.b.shape()[0] != 1 || &self.b.shape()[1..] != units
+        {
+            return Err(Error::InvalidInput(format!(
+                "model b must have shape (1, {units:?}) to match W {:?}, got {:?}",
+                self.w.shape(),
+                self.b.shape()
+            )));
+        }
+        if let Some(s) = &self.s {
+            if s.shape() != self.w.shape() {
+                return Err(Error::InvalidInput(format!(
+                    "model S has shape {:?} but W has {:?}",
+                    s.shape(),
+                    self.w.shape()
+                )));
+            }
+        }
+        if self.spatial_norm.is_some() && self.s.is_none() {
+            return Err(Error::InvalidInput(
+                "a model with spatial_norm needs its selection mask S".into(),
+            ));
+        }
+        if self.w.iter().chain(self.b.iter()).any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite("model W or b contains NaN/Inf".into()));
+        }
+        Ok(())
+    }
+
+    /// Number of input features.
+    pub fn n_features(&self) -> usize {
+        self.w.shape()[0]
+    }
+
+    /// Shape of the unit axes.
+    pub fn unit_shape(&self) -> &[usize] {
+        &self.w.shape()[1..]
+    }
+
+    /// `W` flattened to `F × U` (Fortran order over units).
+    pub fn w_flat(&self) -> Array2<f64> {
+        flatten_any(self.w.view())
+    }
+
+    /// `b` flattened to `U`.
+    pub fn b_flat(&self) -> Array1<f64> {
+        flatten_any(self.b.view()).row(0).to_owned()
+    }
+
+    /// Predicts `(n', s1..sk)` from `x` (`n' × F`), in the model's dtype (values rounded to it).
+    /// With `spatial_norm`, each unit's selected features (S, ascending index) are normalised per
+    /// sample first (spec §8); otherwise `X W + b`.
+    pub fn predict(&self, x: ArrayView2<f64>, device: &device::Device) -> Result<ArrayD<f64>> {
+        self.validate()?;
+        let (rows, f) = x.dim();
+        if f != self.n_features() {
+            return Err(Error::InvalidInput(format!(
+                "X has {f} features but the model was fitted on {}",
+                self.n_features()
+            )));
+        }
+        if rows == 0 {
+            return Err(Error::InvalidInput("X has no samples".into()));
+        }
+        let xr = x.mapv(|v| self.dtype.round(v));
+        if let Some(((i, j), v)) = xr.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::NonFinite(format!("X has {v} at [{i}, {j}]")));
+        }
+        let w = self.w_flat();
+        let b = self.b_flat();
+        let units = w.ncols();
+        let out = if let Some(norm) = self.spatial_norm {
+            let s = flatten_any(self.s.as_ref().expect("validated").view());
+            let mut out = Array2::<f64>::zeros((rows, units));
+            for u in 0..units {
+                let cols: Vec<usize> = (0..f).filter(|&j| s[(j, u)]).collect();
+                let z = normalized_columns(xr.view(), &cols, Some(norm), u)?;
+                let wu = Array1::from_iter(cols.iter().map(|&j| w[(j, u)]));
+                let col = z.dot(&wu) + b[u];
+                out.column_mut(u).assign(&col);
+            }
+            out
+        } else {
+            let flops = 2.0 * (rows * f * units) as f64;
+            let resolved = device::resolve(device, self.dtype, flops)?;
+            let ops = super::backend(&resolved, None, 0);
+            match ops.predict(xr.view(), w.view(), b.view(), self.dtype) {
+                Err(e)
+                    if e.is_device_error()
+                        && *device == device::Device::Auto
+                        && !resolved.is_cpu() =>
+                {
+                    log::warn!("GPU predict failed ({e}); falling back to the CPU");
+                    super::backend(&Resolved::Cpu, None, 0).predict(
+                        xr.view(),
+                        w.view(),
+                        b.view(),
+                        self.dtype,
+                    )?
+                }
+                r => r?,
+            }
+        };
+        let out = out.mapv(|v| self.dtype.round(v));
+        let mut shape = vec![rows];
+        shape.extend_from_slice(self.unit_shape());
+        let res = unflatten_units(out.view(), self.unit_shape());
+        debug_assert_eq!(res.shape(), &shape[..]);
+        Ok(res.into_dimensionality::<IxDyn>().expect("dynamic"))
+    }
+}

@@ -1,0 +1,187 @@
+//! Every FastL2LiR fixture (outputs of PyFastL2LiR 0.11) on the CPU and on the GPU.
+//! Tolerances: f64 1e-9 × max|ref|, f32 1e-4 × max|ref|.
+
+mod common;
+
+use common::*;
+use ndarray::{ArrayD, Ix2, IxDyn};
+use neurofit::ridge::{fit, FitParams};
+use neurofit::{Device, Dtype};
+
+const M: &str = "fastl2lir";
+
+fn fit_params(case: &str, device: Device) -> (FitParams, Dtype) {
+    let p = params(M, case);
+    let fk = &p["fit_kwargs"];
+    let dtype: Dtype = fk["dtype"].as_str().unwrap_or("float64").parse().unwrap();
+    let fp = FitParams {
+        alpha: fk["alpha"].as_f64().unwrap_or(1.0),
+        n_feat: fk["n_feat"].as_u64().unwrap_or(0) as usize,
+        chunk_size: fk["chunk_size"].as_u64().unwrap_or(0) as usize,
+        dtype,
+        save_select_feat: fk["save_select_feat"].as_bool().unwrap_or(false),
+        spatial_norm: fk["spatial_norm"].as_str().map(|s| s.parse().unwrap()),
+        select_sample: fk["select_sample"].as_str().map(|s| s.parse().unwrap()),
+        device,
+        ..FitParams::default()
+    };
+    (fp, dtype)
+}
+
+fn run_case(case: &str, device: Device) {
+    let (fp, dtype) = fit_params(case, device.clone());
+    let tol = match dtype {
+        Dtype::F64 => 1e-9,
+        Dtype::F32 => 1e-4,
+    };
+    let x = load(M, case, "X_train")
+        .into_dimensionality::<Ix2>()
+        .unwrap();
+    let y = load(M, case, "Y_train");
+    let xt = load(M, case, "X_test")
+        .into_dimensionality::<Ix2>()
+        .unwrap();
+    let out = fit(x.view(), y.view(), &fp).unwrap_or_else(|e| panic!("{case}: fit failed: {e}"));
+    let ties = case == "ties";
+    let sfx = if ties { "_mergesort" } else { "" };
+    assert_close(
+        &format!("{case} W"),
+        &out.model.w,
+        &load(M, case, &format!("W{sfx}")),
+        tol,
+    );
+    assert_close(
+        &format!("{case} b"),
+        &out.model.b,
+        &load(M, case, &format!("b{sfx}")),
+        tol,
+    );
+    let pred = out.model.predict(xt.view(), &device).expect("predict");
+    assert_close(
+        &format!("{case} Y_pred"),
+        &pred,
+        &load(M, case, &format!("Y_pred{sfx}")),
+        tol,
+    );
+    if let Some(sel_ref) = load_opt(M, case, "selected_idx") {
+        let sel = out
+            .selected
+            .as_ref()
+            .expect("selection path returns selected indices");
+        let sel = sel.mapv(|v| v as f64).into_dyn();
+        if ties {
+            // the reference order is platform dependent; compare supports with W_mergesort
+            let wm = load(M, case, "W_mergesort")
+                .into_dimensionality::<Ix2>()
+                .unwrap();
+            for u in 0..sel.shape()[0] {
+                let mut got: Vec<usize> =
+                    (0..sel.shape()[1]).map(|m| sel[[u, m]] as usize).collect();
+                got.sort();
+                let want: Vec<usize> = (0..wm.nrows()).filter(|&j| wm[(j, u)] != 0.0).collect();
+                assert_eq!(
+                    got, want,
+                    "ties unit {u}: selected set differs from W_mergesort's support"
+                );
+            }
+        } else {
+            assert_eq!(
+                sel, sel_ref,
+                "{case}: selected indices differ from the reference"
+            );
+        }
+    }
+    if let Some(c_ref) = load_opt(M, case, "corr_abs") {
+        let c = out.corr_abs.as_ref().expect("corr").clone().into_dyn();
+        assert_close(&format!("{case} corr_abs"), &c, &c_ref, tol);
+    }
+    if case_dir(M, case).join("S.npy").exists() {
+        let p = case_dir(M, case).join("S.npy");
+        let f = std::fs::File::open(&p).unwrap();
+        use ndarray_npy::ReadNpyExt;
+        let s_ref = ArrayD::<bool>::read_npy(f).unwrap();
+        let s = out.model.s.as_ref().expect("per-unit path returns S");
+        assert_eq!(
+            s,
+            &s_ref.into_dimensionality::<IxDyn>().unwrap(),
+            "{case}: S differs"
+        );
+    }
+}
+
+macro_rules! fixture_tests {
+    ($($name:ident => $case:literal),* $(,)?) => {
+        mod cpu {
+            use super::*;
+            $( #[test] fn $name() { run_case($case, Device::Cpu); } )*
+        }
+        mod gpu {
+            use super::*;
+            $( #[test] fn $name() {
+                let needs_f64 = fit_params($case, Device::Cpu).1 == Dtype::F64;
+                if let Some(d) = test_gpu(needs_f64) { run_case($case, d); }
+            } )*
+        }
+    };
+}
+
+fixture_tests! {
+    alpha0_select => "alpha0_select",
+    alpha0_wide_dual => "alpha0_wide_dual",
+    chunked_3d => "chunked_3d",
+    lowvar_voxels => "lowvar_voxels",
+    nfeat1 => "nfeat1",
+    nfeat_ge_features => "nfeat_ge_features",
+    remove_nan => "remove_nan",
+    remove_nan_allfeat => "remove_nan_allfeat",
+    small_select => "small_select",
+    small_select_f32 => "small_select_f32",
+    ssf_none => "ssf_none",
+    ssf_norm1 => "ssf_norm1",
+    ssf_norm2 => "ssf_norm2",
+    ssf_std1 => "ssf_std1",
+    ssf_std1mean0 => "ssf_std1mean0",
+    ssf_norm1mean0 => "ssf_norm1mean0",
+    ssf_norm2mean0 => "ssf_norm2mean0",
+    ties => "ties",
+    tiny_noselect => "tiny_noselect",
+    wide_noselect_dual => "wide_noselect_dual",
+    wide_noselect_dual_f32 => "wide_noselect_dual_f32",
+}
+
+#[test]
+fn every_fixture_case_is_covered() {
+    let covered = [
+        "alpha0_select",
+        "alpha0_wide_dual",
+        "chunked_3d",
+        "lowvar_voxels",
+        "nfeat1",
+        "nfeat_ge_features",
+        "remove_nan",
+        "remove_nan_allfeat",
+        "small_select",
+        "small_select_f32",
+        "ssf_none",
+        "ssf_norm1",
+        "ssf_norm2",
+        "ssf_std1",
+        "ssf_std1mean0",
+        "ssf_norm1mean0",
+        "ssf_norm2mean0",
+        "ties",
+        "tiny_noselect",
+        "wide_noselect_dual",
+        "wide_noselect_dual_f32",
+    ];
+    for e in std::fs::read_dir(fixtures_root().join(M)).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_dir() {
+            let name = e.file_name().into_string().unwrap();
+            assert!(
+                covered.contains(&name.as_str()),
+                "fixture case {name} has no test"
+            );
+        }
+    }
+}
