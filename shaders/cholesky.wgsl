@@ -4,7 +4,9 @@
 // Inputs (host prepends `alias sreal = f32|f64;`):
 //   sys:    batch × m × m, row-major per matrix; the lower triangle holds A on entry and L on exit
 //   rhs:    batch × m; b on entry, the solution of A x = b after `forward` then `backward`
-//   status: batch; 0 = fine, j + 1 = the pivot of column j was not positive (matrix skipped)
+//   status: batch; 0 = fine, j + 1 = the pivot of column j was ≤ p.tol · (original diagonal j),
+//           i.e. not positive or numerically zero (the matrix is skipped from then on)
+//   diag:   batch × m original diagonals (read by `factor`)
 // Entry points (each processes columns [p.j0, p.j1) so that the host can split the work into
 // dispatches that stay below llvmpipe's 65 535 loop trips per invocation):
 //   factor    right-looking: pivot, scale column j, rank-1 update of the trailing lower triangle
@@ -14,13 +16,14 @@
 // step; the trailing triangle is walked by its packed index t = r(r+1)/2 + c.
 
 struct Params {
-    m: u32, j0: u32, j1: u32, pad: u32,
+    m: u32, j0: u32, j1: u32, tol: f32,
 }
 
 @group(0) @binding(0) var<storage, read_write> sys: array<sreal>;
 @group(0) @binding(1) var<storage, read_write> rhs: array<sreal>;
 @group(0) @binding(2) var<storage, read_write> status: array<u32>;
 @group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> diag: array<sreal>; // original diagonals (factor only)
 
 var<workgroup> w_state: u32;
 var<workgroup> w_val: sreal;
@@ -45,7 +48,7 @@ fn factor(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     for (var j = p.j0; j < p.j1; j++) {
         if (tid == 0u) {
             let d = sys[base + j * m + j];
-            if (d > sreal(0.0)) {
+            if (d > sreal(p.tol) * diag[u * m + j]) {
                 let s = sqrt(d);
                 sys[base + j * m + j] = s;
                 w_val = s;

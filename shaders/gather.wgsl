@@ -6,7 +6,7 @@
 //   h:   H = Y_chunkᵀ X₁, units × p.ldg row-major
 //   idx: units × m selected indices (bias index F last)
 // Outputs: sys (units × m × m, row-major per unit, lower triangle written) with α added on the
-// diagonal; rhs (units × m) = H[u, idx] (written when p.write_rhs = 1).
+// diagonal; diag (units × m) a copy of that diagonal for the singularity test; rhs (units × m) = H[u, idx] (written when p.write_rhs = 1).
 // The host runs one pass per row block of G; an entry is written by the pass whose block holds
 // its row max(idx[a], idx[b]).
 // Workgroup mapping: x (with workgroup_id.x) walks the m² entries of a system, 256 per
@@ -24,6 +24,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> rhs: array<sreal>;
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(6) var<storage, read> alpha: array<sreal>; // alpha[0], exact in sreal
+@group(0) @binding(7) var<storage, read_write> diag: array<sreal>; // units × m original diagonals
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -43,6 +44,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let lo = min(ia, ib);
     if (hi < p.g_r0 || hi >= p.g_r1) { return; }
     var v = sreal(g[(hi - p.g_r0) * p.ldg + lo]);
-    if (a == bcol) { v = v + alpha[0]; }
+    if (a == bcol) {
+        v = v + alpha[0];
+        diag[u * m + a] = v;
+    }
     sys[u * m * m + a * m + bcol] = v;
 }

@@ -105,8 +105,16 @@ pub fn cholesky_scratch(dim: usize) -> MemBuffer {
     ))
 }
 
+/// A pivot `d_j` counts as singular when `d_j ≤ m · ε · a_jj` (`a_jj` the original diagonal):
+/// with exactly collinear columns the eliminated pivot is rounding noise of that size, where
+/// LAPACK's LU in the reference raised `Singular matrix`.
+pub fn singular_pivot_tolerance(m: usize, eps: f64) -> f64 {
+    m as f64 * eps
+}
+
 /// Solves `A x = b` for SPD `A` (lower triangle read, overwritten by the factor) in place of `rhs`
-/// (`m × r`, column-major). `Err(pivot)` when the Cholesky meets a non-positive pivot.
+/// (`m × r`, column-major). `Err(pivot)` when the Cholesky meets a non-positive or numerically
+/// zero pivot (see [`singular_pivot_tolerance`]).
 pub fn cholesky_solve_in_place(
     a: MatMut<'_, f64>,
     rhs: MatMut<'_, f64>,
@@ -114,6 +122,8 @@ pub fn cholesky_solve_in_place(
     stack: &mut MemStack,
 ) -> std::result::Result<(), usize> {
     let mut a = a;
+    let m = a.nrows();
+    let diag: Vec<f64> = (0..m).map(|j| a[(j, j)]).collect();
     match llt::factor::cholesky_in_place(
         a.as_mut(),
         Default::default(),
@@ -123,6 +133,13 @@ pub fn cholesky_solve_in_place(
     ) {
         Ok(_) => {}
         Err(llt::factor::LltError::NonPositivePivot { index }) => return Err(index),
+    }
+    let tol = singular_pivot_tolerance(m, f64::EPSILON);
+    for (j, d) in diag.iter().enumerate() {
+        let l = a[(j, j)];
+        if l * l <= tol * d {
+            return Err(j);
+        }
     }
     llt::solve::solve_in_place(a.as_ref(), rhs, par, stack);
     Ok(())

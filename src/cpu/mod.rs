@@ -81,6 +81,24 @@ fn gather_system(g: &Mat<f64>, idx: &[usize], alpha: f64, a: &mut Mat<f64>) {
     }
 }
 
+impl CpuOps {
+    /// The memory plan of [`RidgeOps::solve_selected`] for `n × f` inputs, `units` units and `k`
+    /// selected features: G, X₁, W and per-thread scratch are fixed; H rows are per unit.
+    pub fn solve_stage(n: usize, f: usize, units: usize, k: usize) -> Stage {
+        let m = (k + 1) as u64;
+        let p = (f + 1) as u64;
+        let threads = rayon::current_num_threads() as u64;
+        Stage {
+            name: "ridge solve (cpu)",
+            items: units as u64,
+            fixed: 8 * (p * p + n as u64 * p + f as u64 * units as u64 + threads * (m * m + m)),
+            fixed_binding: 0,
+            per_item: 8 * p,
+            per_item_binding: 0,
+        }
+    }
+}
+
 impl RidgeOps for CpuOps {
     fn abs_correlations(
         &self,
@@ -110,17 +128,7 @@ impl RidgeOps for CpuOps {
         let (n, f) = x.dim();
         let units = y.ncols();
         let m = sel.ncols() + 1;
-        let p = (f + 1) as u64;
-        let threads = rayon::current_num_threads() as u64;
-        let stage = Stage {
-            name: "ridge solve (cpu)",
-            items: units as u64,
-            fixed: 8
-                * (p * p + n as u64 * p + f as u64 * units as u64 + threads * (m * m + m) as u64),
-            fixed_binding: 0,
-            per_item: 8 * p,
-            per_item_binding: 0,
-        };
+        let stage = CpuOps::solve_stage(n, f, units, sel.ncols());
         let mut chunk = planner::items_per_chunk(&stage, &Limits::cpu(self.budget))? as usize;
         if self.unit_chunk_cap > 0 {
             chunk = chunk.min(self.unit_chunk_cap);

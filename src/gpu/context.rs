@@ -50,6 +50,14 @@ fn is_software(info: &wgpu::AdapterInfo) -> bool {
         .any(|s| n.contains(s))
 }
 
+/// The whole message of a wgpu error (its Display already includes the cause chain), on one line.
+fn describe_error(e: &wgpu::Error) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
@@ -250,7 +258,10 @@ impl GpuContext {
                 cache: None,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("compiling {key}: {e}")));
+            return Err(Error::Gpu(format!(
+                "compiling {key}: {}",
+                describe_error(&e)
+            )));
         }
         let p = Arc::new(pipeline);
         self.pipelines
@@ -301,7 +312,10 @@ impl GpuContext {
                     | wgpu::BufferUsages::COPY_DST,
             });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::OutOfMemory(format!("{what}: {e}")));
+            return Err(Error::OutOfMemory(format!(
+                "{what}: {}",
+                describe_error(&e)
+            )));
         }
         Ok(DevBuf { buf, len, elem })
     }
@@ -320,7 +334,10 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::OutOfMemory(format!("{what}: {e}")));
+            return Err(Error::OutOfMemory(format!(
+                "{what}: {}",
+                describe_error(&e)
+            )));
         }
         Ok(DevBuf { buf, len, elem })
     }
@@ -375,7 +392,7 @@ impl GpuContext {
             entries: &entries,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu(format!("bind group: {e}")));
+            return Err(Error::Gpu(format!("bind group: {}", describe_error(&e))));
         }
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
         pass.set_pipeline(pipeline);

@@ -67,6 +67,15 @@ struct Quad {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
+struct CholParams {
+    m: u32,
+    j0: u32,
+    j1: u32,
+    tol: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
 struct GatherParams {
     m: u32,
     ldg: u32,
@@ -244,6 +253,7 @@ impl GpuContext {
         idx: &DevBuf,
         sys: &DevBuf,
         rhs: &DevBuf,
+        diag: &DevBuf,
         alpha: &DevBuf,
         m: usize,
         ldg: usize,
@@ -274,43 +284,54 @@ impl GpuContext {
                 &rhs.buf,
                 &p,
                 &alpha.buf,
+                &diag.buf,
             ],
             (u((m * m).div_ceil(256)), u(units), 1),
         )
     }
 
     /// Factorises and solves `units` systems of size `m` in place (see `cholesky.wgsl`).
+    #[allow(clippy::too_many_arguments)]
     pub fn batched_cholesky_solve(
         &self,
         enc: &mut wgpu::CommandEncoder,
         sys: &DevBuf,
         rhs: &DevBuf,
         status: &DevBuf,
+        diag: &DevBuf,
         m: usize,
         units: usize,
         sreal: Dtype,
     ) -> Result<()> {
+        let eps = match sreal {
+            Dtype::F64 => f64::EPSILON,
+            Dtype::F32 => f32::EPSILON as f64,
+        };
+        let tol = crate::linalg::singular_pivot_tolerance(m, eps) as f32;
         let factor = self.pipeline("cholesky", CHOL_SRC, "factor", sreal, sreal)?;
         let forward = self.pipeline("cholesky", CHOL_SRC, "forward", sreal, sreal)?;
         let backward = self.pipeline("cholesky", CHOL_SRC, "backward", sreal, sreal)?;
         let groups = (u(units), 1, 1);
-        let run = |enc: &mut wgpu::CommandEncoder,
-                   pl: &wgpu::ComputePipeline,
-                   j0: usize,
-                   j1: usize| {
-            let p = self.uniform(&Quad {
-                a: u(m),
-                b: u(j0),
-                c: u(j1),
-                d: 0,
-            });
-            if std::ptr::eq(pl, &*factor) {
-                // `factor` does not touch the right-hand sides (binding 1)
-                self.dispatch_indexed(enc, pl, &[(0, &sys.buf), (2, &status.buf), (3, &p)], groups)
-            } else {
-                self.dispatch(enc, pl, &[&sys.buf, &rhs.buf, &status.buf, &p], groups)
-            }
-        };
+        let run =
+            |enc: &mut wgpu::CommandEncoder, pl: &wgpu::ComputePipeline, j0: usize, j1: usize| {
+                let p = self.uniform(&CholParams {
+                    m: u(m),
+                    j0: u(j0),
+                    j1: u(j1),
+                    tol,
+                });
+                if std::ptr::eq(pl, &*factor) {
+                    // `factor` reads the diagonals (binding 4), not the right-hand sides (binding 1)
+                    self.dispatch_indexed(
+                        enc,
+                        pl,
+                        &[(0, &sys.buf), (2, &status.buf), (3, &p), (4, &diag.buf)],
+                        groups,
+                    )
+                } else {
+                    self.dispatch(enc, pl, &[&sys.buf, &rhs.buf, &status.buf, &p], groups)
+                }
+            };
         for j0 in (0..m).step_by(CHOL_COLS) {
             run(enc, &factor, j0, (j0 + CHOL_COLS).min(m))?;
         }

@@ -47,6 +47,24 @@ impl GpuOps {
         }
     }
 
+    /// The memory plan of [`RidgeOps::solve_selected`]: X₁ and G fixed; per unit its Y column,
+    /// H row, system, right-hand side, indices, status and W column. `eb`/`sb` are the storage
+    /// and solve element sizes.
+    pub fn solve_stage(n: usize, f: usize, units: usize, k: usize, eb: u64, sb: u64) -> Stage {
+        let p = f + 1;
+        let m = k + 1;
+        Stage {
+            name: "ridge solve (gpu)",
+            items: units as u64,
+            fixed: (n * p + p * p) as u64 * eb,
+            fixed_binding: (n * p) as u64 * eb,
+            per_item: (n + p + f + 1) as u64 * eb
+                + (m * m + 2 * m) as u64 * sb
+                + (m as u64 + 1) * 4,
+            per_item_binding: ((m * m) as u64 * sb).max(p.max(n) as u64 * eb),
+        }
+    }
+
     fn solve_dtype(&self) -> Dtype {
         if self.ctx.has_f64() {
             Dtype::F64
@@ -287,14 +305,7 @@ impl RidgeOps for GpuOps {
         let eb = dtype.size();
         let sreal = self.solve_dtype();
         let sb = sreal.size();
-        let stage = Stage {
-            name: "ridge solve (gpu)",
-            items: units as u64,
-            fixed: (n * p + p * p) as u64 * eb,
-            fixed_binding: (n * p) as u64 * eb,
-            per_item: (n + p + f + 1) as u64 * eb + (m * m + m) as u64 * sb + (m as u64 + 1) * 4,
-            per_item_binding: ((m * m) as u64 * sb).max(p.max(n) as u64 * eb),
-        };
+        let stage = GpuOps::solve_stage(n, f, units, m - 1, eb, sb);
         let mut chunk = planner::items_per_chunk(&stage, &self.limits())? as usize;
         if self.unit_chunk_cap > 0 {
             chunk = chunk.min(self.unit_chunk_cap);
@@ -321,6 +332,7 @@ impl RidgeOps for GpuOps {
             let sys = ctx.zeros(uc * m * m, sb, "systems")?;
             let rhs = ctx.zeros(uc * m, sb, "right-hand sides")?;
             let status = ctx.zeros(uc, 4, "status")?;
+            let diag = ctx.zeros(uc * m, sb, "diagonals")?;
             let wt = ctx.zeros(uc * f, eb, "W chunk")?;
             let bias = ctx.zeros(uc, eb, "b chunk")?;
             let mut enc = ctx.encoder();
@@ -353,6 +365,7 @@ impl RidgeOps for GpuOps {
                     &idx,
                     &sys,
                     &rhs,
+                    &diag,
                     &alpha_buf,
                     m,
                     p,
@@ -362,7 +375,7 @@ impl RidgeOps for GpuOps {
                     sreal,
                 )?;
             }
-            ctx.batched_cholesky_solve(&mut enc, &sys, &rhs, &status, m, uc, sreal)?;
+            ctx.batched_cholesky_solve(&mut enc, &sys, &rhs, &status, &diag, m, uc, sreal)?;
             ctx.scatter(&mut enc, &rhs, &idx, &wt, &bias, m, f, uc, dtype, sreal)?;
             ctx.submit(enc, "per-unit solves")?;
             let st = ctx.download_u32(&status, "status")?;

@@ -96,6 +96,8 @@ pub fn read_npz(path: &Path, bool_members: &[&str]) -> Result<NpzContents> {
         try_ty!(f32, f64::from);
         try_ty!(i64, |v| v as f64);
         try_ty!(i32, f64::from);
+        try_ty!(u8, f64::from);
+        try_ty!(bool, |v| if v { 1.0 } else { 0.0 });
         return Err(io_err(path, format!("member {name}: unsupported dtype")));
     }
     Ok(out)

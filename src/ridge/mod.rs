@@ -111,7 +111,7 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             y.shape()[0]
         )));
     }
-    if n == 0 || f == 0 || y.len() == 0 {
+    if n == 0 || f == 0 || y.is_empty() {
         return Err(Error::InvalidInput(format!(
             "empty input: X {:?}, Y {:?}",
             x.shape(),

@@ -76,6 +76,7 @@ pub fn normalized_columns(
 }
 
 /// Fits every unit of `y` (`n × U`, NaN allowed when `select_sample` is set).
+#[allow(clippy::too_many_arguments)]
 pub fn fit_per_unit(
     x: ArrayView2<f64>,
     y: ArrayView2<f64>,

@@ -1,0 +1,306 @@
+//! Every row of the spec's error table (fastl2lir-spec §10): what neurofit does instead of the
+//! reference's crash or garbage.
+
+use ndarray::{Array1, Array2, Array3};
+use neurofit::demo::Rng;
+use neurofit::ridge::{fit, FitParams, RidgeModel, SelectSample, SpatialNorm};
+use neurofit::{Device, Dtype, Error};
+
+fn data(n: usize, f: usize, u: usize) -> (Array2<f64>, Array2<f64>) {
+    let mut r = Rng::new(11);
+    let x = Array2::from_shape_fn((n, f), |_| r.normal());
+    let y = Array2::from_shape_fn((n, u), |_| r.normal());
+    (x, y)
+}
+
+fn p(k: usize) -> FitParams {
+    FitParams {
+        n_feat: k,
+        device: Device::Cpu,
+        ..FitParams::default()
+    }
+}
+
+#[test]
+fn n_feat_above_features_warns_and_fits_without_selection() {
+    let (x, y) = data(40, 10, 3);
+    let a = fit(x.view(), y.view().into_dyn(), &p(15)).unwrap();
+    let b = fit(x.view(), y.view().into_dyn(), &p(0)).unwrap();
+    assert!(a
+        .warnings
+        .iter()
+        .any(|w| w.contains("Feature selection is not applied")));
+    assert_eq!(a.model.w, b.model.w);
+    assert_eq!(a.model.b, b.model.b);
+}
+
+#[test]
+fn n_feat_above_features_on_per_unit_path_works() {
+    let (x, y) = data(40, 10, 3);
+    let mut q = p(15);
+    q.save_select_feat = true;
+    let a = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+    assert!(a.model.s.as_ref().unwrap().iter().all(|&s| s));
+}
+
+#[test]
+fn per_unit_path_without_select_sample_works_and_matches_main_path() {
+    let (x, y) = data(60, 30, 4);
+    let mut q = p(8);
+    q.save_select_feat = true;
+    let per_unit = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+    let main = fit(x.view(), y.view().into_dyn(), &p(8)).unwrap();
+    let d = per_unit
+        .model
+        .w
+        .iter()
+        .zip(main.model.w.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(d < 1e-10, "per-unit vs main path differ by {d}");
+    let mut q = p(8);
+    q.spatial_norm = Some(SpatialNorm::Norm2);
+    assert!(fit(x.view(), y.view().into_dyn(), &q).is_ok());
+}
+
+#[test]
+fn unknown_option_values_are_errors() {
+    assert!(matches!(
+        "nan_remove".parse::<SelectSample>(),
+        Err(Error::UnknownOption(_))
+    ));
+    assert!(matches!(
+        "norm3".parse::<SpatialNorm>(),
+        Err(Error::UnknownOption(_))
+    ));
+    assert!(matches!(
+        "f16".parse::<Dtype>(),
+        Err(Error::UnknownOption(_))
+    ));
+    assert!(matches!(
+        "tpu".parse::<Device>(),
+        Err(Error::UnknownOption(_))
+    ));
+}
+
+#[test]
+fn one_dimensional_y_is_an_error() {
+    let (x, _) = data(20, 5, 1);
+    let y = Array1::<f64>::zeros(20).into_dyn();
+    let e = fit(x.view(), y.view(), &p(2)).unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)) && e.to_string().contains("at least 2 dimensions"));
+}
+
+#[test]
+fn row_mismatch_is_an_error() {
+    let (x, _) = data(20, 5, 1);
+    let y = Array2::<f64>::zeros((19, 2)).into_dyn();
+    let e = fit(x.view(), y.view(), &p(2)).unwrap_err();
+    assert!(e.to_string().contains("20 samples"), "{e}");
+}
+
+#[test]
+fn n_dimensional_y_is_supported() {
+    let (x, _) = data(30, 12, 1);
+    let mut r = Rng::new(3);
+    let y = Array3::from_shape_fn((30, 2, 3), |_| r.normal()).into_dyn();
+    let out = fit(x.view(), y.view(), &p(4)).unwrap();
+    assert_eq!(out.model.w.shape(), &[12, 2, 3]);
+    assert_eq!(out.model.b.shape(), &[1, 2, 3]);
+}
+
+#[test]
+fn singular_selected_system_names_the_unit() {
+    let (mut x, y) = data(30, 6, 2);
+    for i in 0..30 {
+        x[(i, 1)] = x[(i, 0)];
+    }
+    let mut y = y;
+    for i in 0..30 {
+        y[(i, 1)] = 3.0 * x[(i, 0)];
+    }
+    let mut q = p(2);
+    q.alpha = 0.0;
+    let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+    assert!(matches!(e, Error::Singular(_)), "{e}");
+    assert!(e.to_string().contains("unit 1"), "{e}");
+}
+
+#[test]
+fn all_zero_x_with_alpha_zero_is_singular() {
+    let x = Array2::<f64>::zeros((10, 4));
+    let y = Array2::<f64>::ones((10, 2));
+    let mut q = p(0);
+    q.alpha = 0.0;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &q),
+        Err(Error::Singular(_))
+    ));
+}
+
+#[test]
+fn duplicate_columns_alpha_zero_dense_is_an_error_not_garbage() {
+    let (mut x, y) = data(30, 4, 2);
+    for i in 0..30 {
+        x[(i, 3)] = x[(i, 2)];
+    }
+    let mut q = p(0);
+    q.alpha = 0.0;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &q),
+        Err(Error::Singular(_))
+    ));
+}
+
+#[test]
+fn single_sample_with_selection_is_an_error() {
+    let (x, y) = data(1, 5, 2);
+    let e = fit(x.view(), y.view().into_dyn(), &p(2)).unwrap_err();
+    assert!(e.to_string().contains("at least 2 samples"), "{e}");
+}
+
+#[test]
+fn non_finite_inputs_are_errors() {
+    let (mut x, y) = data(20, 5, 2);
+    x[(3, 2)] = f64::NAN;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &p(2)),
+        Err(Error::NonFinite(_))
+    ));
+    let (x, mut y) = data(20, 5, 2);
+    y[(0, 0)] = f64::INFINITY;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &p(2)),
+        Err(Error::NonFinite(_))
+    ));
+    y[(0, 0)] = f64::NAN;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &p(2)),
+        Err(Error::NonFinite(_))
+    ));
+    let mut q = p(2);
+    q.select_sample = Some(SelectSample::RemoveNan);
+    assert!(
+        fit(x.view(), y.view().into_dyn(), &q).is_ok(),
+        "NaN in Y is fine with remove_nan"
+    );
+}
+
+#[test]
+fn bad_alpha_is_an_error() {
+    let (x, y) = data(20, 5, 2);
+    for a in [-1.0, f64::NAN, f64::INFINITY] {
+        let mut q = p(2);
+        q.alpha = a;
+        assert!(matches!(
+            fit(x.view(), y.view().into_dyn(), &q),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}
+
+#[test]
+fn constant_unit_gets_deterministic_selection() {
+    // the reference selects an arbitrary block (NaN |r| ranks first there); neurofit ranks NaN
+    // last, so every feature ties and the highest indices win
+    let (x, mut y) = data(30, 8, 2);
+    for i in 0..30 {
+        y[(i, 1)] = 2.0;
+    }
+    let out = fit(x.view(), y.view().into_dyn(), &p(3)).unwrap();
+    assert_eq!(out.selected.unwrap().row(1).to_vec(), vec![7, 6, 5]);
+}
+
+#[test]
+fn zero_norm_spatial_norm_is_an_error() {
+    let (mut x, y) = data(20, 4, 1);
+    for j in 0..4 {
+        x[(5, j)] = 0.0;
+    }
+    let mut q = p(0);
+    q.spatial_norm = Some(SpatialNorm::Norm1);
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &q),
+        Err(Error::NonFinite(_))
+    ));
+}
+
+#[test]
+fn predict_validates_its_input() {
+    let (x, y) = data(20, 5, 2);
+    let out = fit(x.view(), y.view().into_dyn(), &p(2)).unwrap();
+    let wrong = Array2::<f64>::zeros((4, 6));
+    assert!(out
+        .model
+        .predict(wrong.view(), &Device::Cpu)
+        .unwrap_err()
+        .to_string()
+        .contains("6 features"));
+    let mut bad = Array2::<f64>::zeros((4, 5));
+    bad[(0, 0)] = f64::NAN;
+    assert!(matches!(
+        out.model.predict(bad.view(), &Device::Cpu),
+        Err(Error::NonFinite(_))
+    ));
+    let m = RidgeModel {
+        spatial_norm: Some(SpatialNorm::Norm1),
+        ..out.model.clone()
+    };
+    assert!(
+        m.validate().is_err(),
+        "spatial_norm without S must be rejected"
+    );
+    let empty = RidgeModel {
+        w: Array2::<f64>::zeros((0, 2)).into_dyn(),
+        ..out.model
+    };
+    assert!(
+        empty.validate().is_err(),
+        "an unfitted model must be rejected"
+    );
+}
+
+#[test]
+fn explicit_gpu_on_f32_only_adapter_or_missing_adapter_is_a_clear_error() {
+    let adapters = neurofit::gpu::enumerate();
+    if let Some(a) = adapters.iter().find(|a| !a.shader_f64) {
+        let d: Device = format!("gpu:{}", a.index).parse().unwrap();
+        let e = neurofit::device::resolve(&d, Dtype::F64, 1.0).unwrap_err();
+        assert!(e.to_string().contains("SHADER_F64"), "{e}");
+    }
+    let d: Device = "gpu:no-such-adapter-name".parse().unwrap();
+    let e = neurofit::device::resolve(&d, Dtype::F32, 1.0).unwrap_err();
+    assert!(matches!(e, Error::DeviceUnavailable(_)));
+}
+
+#[test]
+fn singular_selected_system_is_caught_on_the_gpu_too() {
+    let Some(dev) = gpu_device() else { return };
+    let (mut x, mut y) = data(30, 6, 2);
+    for i in 0..30 {
+        x[(i, 1)] = x[(i, 0)];
+        y[(i, 1)] = 3.0 * x[(i, 0)];
+    }
+    let mut q = p(2);
+    q.alpha = 0.0;
+    q.device = dev;
+    let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+    assert!(
+        matches!(e, Error::Singular(_)) && e.to_string().contains("unit 1"),
+        "{e}"
+    );
+}
+
+fn gpu_device() -> Option<Device> {
+    if neurofit::gpu::enumerate().iter().any(|a| a.shader_f64) {
+        Some("gpu".parse().unwrap())
+    } else {
+        eprintln!("SKIPPED (GPU test): no adapter with SHADER_F64");
+        assert_ne!(
+            std::env::var("NEUROFIT_REQUIRE_GPU").as_deref(),
+            Ok("1"),
+            "NEUROFIT_REQUIRE_GPU=1 but no GPU"
+        );
+        None
+    }
+}
