@@ -69,13 +69,13 @@ pub fn finish_correlations(num: &mut Array2<f64>, ssx: &[f64], ssy: &[f64], n: u
 
 /// Gathers the `(k+1)²` system of one unit from the lower triangle of `g` (column-major), adding
 /// `alpha` on the diagonal, into `a` (column-major `m × m`).
-fn gather_system(g: &Mat<f64>, idx: &[usize], alpha: f64, a: &mut Mat<f64>) {
+fn gather_system(g: &linalg::Gram, idx: &[usize], alpha: f64, a: &mut Mat<f64>) {
     let m = idx.len();
     for bcol in 0..m {
         let jb = idx[bcol];
         for arow in bcol..m {
             let ia = idx[arow];
-            let v = if ia >= jb { g[(ia, jb)] } else { g[(jb, ia)] };
+            let v = g.sym(ia, jb);
             a[(arow, bcol)] = if arow == bcol { v + alpha } else { v };
         }
     }
@@ -191,16 +191,12 @@ impl RidgeOps for CpuOps {
         let x1 = with_bias(x);
         let theta = if n > f + 1 {
             let mut g = linalg::gram_lower(x1.view());
-            for i in 0..=f {
-                g[(i, i)] += alpha;
-            }
+            g.add_diag(alpha);
             let rhs = linalg::at_b(x1.view(), y);
             linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
         } else {
             let mut k = linalg::gram_lower(x1.t());
-            for i in 0..n {
-                k[(i, i)] += alpha;
-            }
+            k.add_diag(alpha);
             let z = linalg::spd_solve(k, y, "ridge dual system X1 X1' + alpha I")?;
             linalg::at_b(x1.view(), z.view())
         };

@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::linalg;
 use crate::ops::RidgeOps;
 use crate::Dtype;
-use faer::Mat;
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use std::sync::Arc;
 
@@ -126,7 +125,7 @@ impl GpuOps {
         Ok(out)
     }
 
-    fn gram_lower_host(&self, a: ArrayView2<f64>, dtype: Dtype) -> Result<Mat<f64>> {
+    fn gram_lower_host(&self, a: ArrayView2<f64>, dtype: Dtype) -> Result<linalg::Gram> {
         let (r, p) = a.dim();
         let eb = dtype.size();
         let stage = Stage {
@@ -140,12 +139,12 @@ impl GpuOps {
         planner::items_per_chunk(&stage, &self.limits())?;
         let buf = self.ctx.upload(&contiguous(a), dtype, "gram input")?;
         let blocks = self.gram_blocks(&buf, r, p, dtype)?;
-        let mut g = Mat::<f64>::zeros(p, p);
+        let mut g = linalg::Gram::zeros(p);
         for (r0, r1, blk) in blocks {
             let v = self.ctx.download(&blk, "gram block")?;
             for i in r0..r1 {
                 for j in 0..=i {
-                    g[(i, j)] = v[(i - r0) * p + j];
+                    g.set_lower(i, j, v[(i - r0) * p + j]);
                 }
             }
         }
@@ -407,17 +406,13 @@ impl RidgeOps for GpuOps {
         let x1 = with_bias(x);
         let theta = if n > f + 1 {
             let mut g = self.gram_lower_host(x1.view(), dtype)?;
-            for i in 0..=f {
-                g[(i, i)] += alpha;
-            }
+            g.add_diag(alpha);
             let rhs = self.at_b(x1.view(), y, dtype)?;
             linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
         } else {
             let x1t = x1.t().as_standard_layout().into_owned();
             let mut k = self.gram_lower_host(x1t.view(), dtype)?;
-            for i in 0..n {
-                k[(i, i)] += alpha;
-            }
+            k.add_diag(alpha);
             let z = linalg::spd_solve(k, y, "ridge dual system X1 X1' + alpha I")?;
             self.at_b(x1.view(), z.view(), dtype)?
         };
