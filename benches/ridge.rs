@@ -26,6 +26,7 @@ fn devices() -> Vec<(String, Device)> {
     v
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench_case(
     c: &mut Criterion,
     name: &str,
