@@ -24,6 +24,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod gsn;
 pub mod io;
 pub mod linalg;
 pub mod ops;

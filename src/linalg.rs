@@ -200,6 +200,35 @@ pub fn cholesky_solve_in_place(
     Ok(())
 }
 
+/// Cholesky factorisation in place with LAPACK `potrf` semantics: fails (`Err(pivot)`) only
+/// when a pivot is not positive (or NaN); no tolerance. Used where the reference's own
+/// success/failure decides a result (GSN's NaN levels and PSD test).
+pub fn cholesky_raw(
+    a: MatMut<'_, f64>,
+    par: Par,
+    stack: &mut MemStack,
+) -> std::result::Result<(), usize> {
+    let mut a = a;
+    let n = a.nrows();
+    match llt::factor::cholesky_in_place(
+        a.as_mut(),
+        Default::default(),
+        par,
+        stack,
+        Default::default(),
+    ) {
+        Ok(_) => {}
+        Err(llt::factor::LltError::NonPositivePivot { index }) => return Err(index),
+    }
+    for j in 0..n {
+        let d = a[(j, j)];
+        if !(d > 0.0 && d.is_finite()) {
+            return Err(j);
+        }
+    }
+    Ok(())
+}
+
 /// Solves the SPD system `a x = rhs` (a square, rhs `m × r`), returning `x` row-major, or a
 /// [`Error::Singular`] naming `what`.
 pub fn spd_solve(mut a: Gram, rhs: ArrayView2<f64>, what: &str) -> Result<Array2<f64>> {

@@ -59,3 +59,16 @@ pub trait RidgeOps {
         dtype: Dtype,
     ) -> Result<Array2<f64>>;
 }
+
+/// GSN kernels.
+pub trait GsnOps {
+    /// Held-out Gaussian NLL of every shrinkage level (spec §5): for level λ the matrix is
+    /// `Sh_λ(cov)` (off-diagonals × λ); NaN where its Cholesky meets a non-positive pivot.
+    /// `pts` is `M × N` (held-out points as rows, already centred). With `M = 0` every level is NaN.
+    fn shrinkage_nll(
+        &self,
+        cov: ArrayView2<f64>,
+        pts: ArrayView2<f64>,
+        levels: &[f64],
+    ) -> Result<Vec<f64>>;
+}

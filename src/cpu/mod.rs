@@ -5,7 +5,7 @@
 use crate::device::planner::{self, Limits, Stage};
 use crate::error::{Error, Result};
 use crate::linalg::{self, cholesky_scratch, cholesky_solve_in_place};
-use crate::ops::{RidgeOps, UNDEFINED_CORR};
+use crate::ops::{GsnOps, RidgeOps, UNDEFINED_CORR};
 use crate::Dtype;
 use faer::dyn_stack::MemStack;
 use faer::{Mat, Par};
@@ -214,6 +214,85 @@ impl RidgeOps for CpuOps {
     ) -> Result<Array2<f64>> {
         let mut out = linalg::a_b(x, w);
         out += &b.insert_axis(Axis(0));
+        Ok(out)
+    }
+}
+
+impl CpuOps {
+    /// The memory plan of the CPU NLL scorer: the points are fixed; each level in flight holds its
+    /// shrunk matrix/factor (N²) and its solved points (N·M).
+    pub fn nll_stage(n: usize, m: usize, levels: usize) -> Stage {
+        Stage {
+            name: "shrinkage NLL (cpu)",
+            items: levels as u64,
+            fixed: 8 * (n * m + n * n) as u64,
+            fixed_binding: 0,
+            per_item: 8 * (n * n + n * m) as u64,
+            per_item_binding: 0,
+        }
+    }
+}
+
+/// NLL of one level: shrink, factor, solve the points, reduce.
+fn level_nll(cov: ArrayView2<f64>, pts_t: &Mat<f64>, level: f64) -> f64 {
+    let n = cov.nrows();
+    let m = pts_t.ncols();
+    if m == 0 {
+        return f64::NAN;
+    }
+    let mut a = Mat::<f64>::from_fn(n, n, |i, j| {
+        if i == j {
+            cov[(i, j)]
+        } else {
+            level * cov[(i, j)]
+        }
+    });
+    let mut mem = cholesky_scratch(n);
+    if linalg::cholesky_raw(a.as_mut(), Par::Seq, MemStack::new(&mut mem)).is_err() {
+        return f64::NAN;
+    }
+    let mut y = pts_t.clone();
+    faer::linalg::triangular_solve::solve_lower_triangular_in_place(
+        a.as_ref(),
+        y.as_mut(),
+        Par::Seq,
+    );
+    let mut sumsq = 0.0;
+    for j in 0..m {
+        for i in 0..n {
+            sumsq += y[(i, j)] * y[(i, j)];
+        }
+    }
+    let logdet: f64 = (0..n).map(|i| a[(i, i)].ln()).sum();
+    let v = 0.5 * sumsq / m as f64 + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
+    if v.is_finite() {
+        v
+    } else {
+        f64::NAN
+    }
+}
+
+impl GsnOps for CpuOps {
+    fn shrinkage_nll(
+        &self,
+        cov: ArrayView2<f64>,
+        pts: ArrayView2<f64>,
+        levels: &[f64],
+    ) -> Result<Vec<f64>> {
+        let (m, n) = pts.dim();
+        let chunk = planner::items_per_chunk(
+            &CpuOps::nll_stage(n, m, levels.len()),
+            &Limits::cpu(self.budget),
+        )? as usize;
+        let pts_t = Mat::<f64>::from_fn(n, m, |i, j| pts[(j, i)]);
+        let mut out = Vec::with_capacity(levels.len());
+        for range in planner::ranges(levels.len(), chunk) {
+            let part: Vec<f64> = levels[range]
+                .par_iter()
+                .map(|&l| level_nll(cov, &pts_t, l))
+                .collect();
+            out.extend(part);
+        }
         Ok(out)
     }
 }

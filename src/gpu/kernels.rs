@@ -19,8 +19,6 @@ pub const GEMM_ROWS_SOFTWARE: usize = 512;
 pub const GEMM_ROWS_HARDWARE: usize = 4096;
 /// Rows per column-statistics dispatch.
 pub const COLSTAT_ROWS: usize = 16384;
-/// Columns per Cholesky factorisation dispatch.
-pub const CHOL_COLS: usize = 32;
 /// Columns per triangular-solve dispatch.
 pub const SOLVE_COLS: usize = 512;
 /// Largest system the batched Cholesky accepts (its packed-index arithmetic is exact below it).
@@ -290,7 +288,49 @@ impl GpuContext {
         )
     }
 
-    /// Factorises and solves `units` systems of size `m` in place (see `cholesky.wgsl`).
+    /// Columns per `factor` dispatch for systems of size `m`: each invocation's trailing update
+    /// walks ~m²/512 entries per column, kept below ~40 000 loop trips per dispatch.
+    pub fn chol_cols(m: usize) -> usize {
+        (20_000_000 / (m * m).max(1)).clamp(1, 64)
+    }
+
+    /// Factorises `units` systems of size `m` in place (see `cholesky.wgsl`); a pivot
+    /// `≤ tol · (original diagonal)` marks the system failed in `status`. `rhs` is not touched.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batched_cholesky_factor(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        sys: &DevBuf,
+        _rhs: &DevBuf,
+        status: &DevBuf,
+        diag: &DevBuf,
+        m: usize,
+        units: usize,
+        sreal: Dtype,
+        tol: f32,
+    ) -> Result<()> {
+        let factor = self.pipeline("cholesky", CHOL_SRC, "factor", sreal, sreal)?;
+        let step = Self::chol_cols(m);
+        for j0 in (0..m).step_by(step) {
+            let p = self.uniform(&CholParams {
+                m: u(m),
+                j0: u(j0),
+                j1: u((j0 + step).min(m)),
+                tol,
+            });
+            // `factor` reads the diagonals (binding 4), not the right-hand sides (binding 1)
+            self.dispatch_indexed(
+                enc,
+                &factor,
+                &[(0, &sys.buf), (2, &status.buf), (3, &p), (4, &diag.buf)],
+                (u(units), 1, 1),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Factorises and solves `units` systems of size `m` in place (see `cholesky.wgsl`), with
+    /// the singular-pivot tolerance of [`crate::linalg::singular_pivot_tolerance`].
     #[allow(clippy::too_many_arguments)]
     pub fn batched_cholesky_solve(
         &self,
@@ -308,7 +348,7 @@ impl GpuContext {
             Dtype::F32 => f32::EPSILON as f64,
         };
         let tol = crate::linalg::singular_pivot_tolerance(m, eps) as f32;
-        let factor = self.pipeline("cholesky", CHOL_SRC, "factor", sreal, sreal)?;
+        self.batched_cholesky_factor(enc, sys, rhs, status, diag, m, units, sreal, tol)?;
         let forward = self.pipeline("cholesky", CHOL_SRC, "forward", sreal, sreal)?;
         let backward = self.pipeline("cholesky", CHOL_SRC, "backward", sreal, sreal)?;
         let groups = (u(units), 1, 1);
@@ -320,21 +360,8 @@ impl GpuContext {
                     j1: u(j1),
                     tol,
                 });
-                if std::ptr::eq(pl, &*factor) {
-                    // `factor` reads the diagonals (binding 4), not the right-hand sides (binding 1)
-                    self.dispatch_indexed(
-                        enc,
-                        pl,
-                        &[(0, &sys.buf), (2, &status.buf), (3, &p), (4, &diag.buf)],
-                        groups,
-                    )
-                } else {
-                    self.dispatch(enc, pl, &[&sys.buf, &rhs.buf, &status.buf, &p], groups)
-                }
+                self.dispatch(enc, pl, &[&sys.buf, &rhs.buf, &status.buf, &p], groups)
             };
-        for j0 in (0..m).step_by(CHOL_COLS) {
-            run(enc, &factor, j0, (j0 + CHOL_COLS).min(m))?;
-        }
         for j0 in (0..m).step_by(SOLVE_COLS) {
             run(enc, &forward, j0, (j0 + SOLVE_COLS).min(m))?;
         }

@@ -2,6 +2,7 @@
 //! and error capture; [`ridge`] runs the FastL2LiR kernels in `shaders/`.
 
 pub mod context;
+pub mod gsn;
 pub mod kernels;
 pub mod ridge;
 

@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub struct GpuOps {
     ctx: Arc<GpuContext>,
     budget: Option<u64>,
+    /// Precision of the GSN scorer (f64 where the adapter has it, unless f32 is asked for).
+    pub scorer_dtype: Dtype,
     /// Upper bound on units per chunk (the user's `chunk_size`; 0 = none).
     pub unit_chunk_cap: usize,
 }
@@ -30,11 +32,22 @@ fn contiguous(a: ArrayView2<f64>) -> Vec<f64> {
 impl GpuOps {
     /// A backend on `ctx` with an optional memory budget (default: [`GpuContext::default_budget`]).
     pub fn new(ctx: Arc<GpuContext>, budget: Option<u64>) -> Self {
+        let scorer_dtype = if ctx.has_f64() {
+            Dtype::F64
+        } else {
+            Dtype::F32
+        };
         GpuOps {
             ctx,
             budget,
+            scorer_dtype,
             unit_chunk_cap: 0,
         }
+    }
+
+    /// The GPU context.
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
     }
 
     /// The limits chunks are planned against.

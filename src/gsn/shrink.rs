@@ -1,0 +1,79 @@
+//! Shrinkage levels, the shrink operator and the held-out Gaussian NLL level choice (spec §5).
+
+use crate::error::Result;
+use crate::ops::GsnOps;
+use ndarray::{Array2, ArrayView2};
+
+/// The default grid: numpy's `linspace(0, 1, 51)` (`i · 0.02`, last exactly 1.0).
+pub fn default_levels() -> Vec<f64> {
+    let step = 1.0 / 50.0;
+    (0..51)
+        .map(|i| if i == 50 { 1.0 } else { i as f64 * step })
+        .collect()
+}
+
+/// `Sh_λ(A)`: off-diagonal entries times λ, diagonal unchanged. For N = 1 the variance is kept
+/// (MATLAB and the reference's torch path; the numpy path's scaling is a quirk, see README).
+pub fn shrink(a: ArrayView2<f64>, level: f64) -> Array2<f64> {
+    let n = a.nrows();
+    Array2::from_shape_fn(
+        (n, n),
+        |(i, j)| if i == j { a[(i, j)] } else { level * a[(i, j)] },
+    )
+}
+
+/// Index of the first smallest non-NaN value; all NaN → `None`.
+pub fn choose(nll: &[f64]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, &v) in nll.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        match best {
+            Some(b) if nll[b] <= v => {}
+            _ => best = Some(i),
+        }
+    }
+    best
+}
+
+/// Scores the levels and picks one. Returns (index, nll curve); all-NaN curves give index 0 and
+/// the warning "All covariance matrices were singular." pushed onto `warnings`.
+pub fn select_level(
+    ops: &dyn GsnOps,
+    train: ArrayView2<f64>,
+    pts: ArrayView2<f64>,
+    levels: &[f64],
+    warnings: &mut Vec<String>,
+) -> Result<(usize, Vec<f64>)> {
+    let nll = ops.shrinkage_nll(train, pts, levels)?;
+    let k = match choose(&nll) {
+        Some(k) => k,
+        None => {
+            let w = "All covariance matrices were singular.".to_string();
+            log::warn!("{w}");
+            warnings.push(w);
+            0
+        }
+    };
+    Ok((k, nll))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_matches_numpy() {
+        let l = default_levels();
+        assert_eq!(l.len(), 51);
+        assert_eq!(l[47], 0.9400000000000001);
+        assert_eq!(l[50], 1.0);
+    }
+
+    #[test]
+    fn choose_skips_nan_and_takes_first_minimum() {
+        assert_eq!(choose(&[f64::NAN, 2.0, 1.0, 1.0]), Some(2));
+        assert_eq!(choose(&[f64::NAN, f64::NAN]), None);
+    }
+}
