@@ -383,3 +383,96 @@ fn devices_lists_the_cpu() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("cpu"));
 }
+
+#[test]
+fn gsn_writes_reference_keys_and_matches_the_fixture() {
+    let d = tmpdir("gsn");
+    let out = d.join("result.npz");
+    let data = case_dir("gsn", "small").join("data.npy");
+    let o = bin()
+        .args([
+            "gsn",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--returns",
+            "cN,cSb,eigvals_signal",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = neurofit::io::read_npz(&out, &[]).unwrap();
+    for k in [
+        "mnN",
+        "mnS",
+        "ncsnr",
+        "shrinklevelN",
+        "shrinklevelD",
+        "numiters",
+        "cN",
+        "cSb",
+        "eigvals_signal",
+    ] {
+        assert!(c.arrays.contains_key(k), "missing key {k}");
+    }
+    assert!(!c.arrays.contains_key("cS"), "cS was not asked for");
+    assert_close(
+        "ncsnr",
+        &c.arrays["ncsnr"],
+        &load("gsn", "small", "ncsnr"),
+        1e-9,
+    );
+    assert_close("cSb", &c.arrays["cSb"], &load("gsn", "small", "cSb"), 1e-9);
+}
+
+#[test]
+fn gsn_bad_inputs_fail_cleanly() {
+    let d = tmpdir("gsnbad");
+    let out = d.join("r.npz");
+    let o = out.to_str().unwrap();
+    let data = case_dir("gsn", "small").join("data.npy");
+    let data = data.to_str().unwrap();
+    let x2 = fixture("small_select", "X_train.npy");
+    fails_cleanly(&["gsn", "--data", &x2, "--out", o], &out, "3D");
+    fails_cleanly(
+        &["gsn", "--data", data, "--out", o, "--uneven", "bogus"],
+        &out,
+        "uneven",
+    );
+    fails_cleanly(
+        &["gsn", "--data", data, "--out", o, "--returns", "cN,cX"],
+        &out,
+        "returns",
+    );
+    fails_cleanly(
+        &["gsn", "--data", data, "--out", o, "--shrink-levels", "0,a"],
+        &out,
+        "not a number",
+    );
+    let one_trial = d.join("t1.npy");
+    neurofit::io::write_npy(
+        &one_trial,
+        &ndarray::Array3::<f64>::zeros((3, 5, 1)).into_dyn(),
+    )
+    .unwrap();
+    fails_cleanly(
+        &["gsn", "--data", one_trial.to_str().unwrap(), "--out", o],
+        &out,
+        "at least 2",
+    );
+    let one_cond = d.join("c1.npy");
+    neurofit::io::write_npy(
+        &one_cond,
+        &ndarray::Array3::<f64>::zeros((3, 1, 4)).into_dyn(),
+    )
+    .unwrap();
+    fails_cleanly(
+        &["gsn", "--data", one_cond.to_str().unwrap(), "--out", o],
+        &out,
+        "2 conditions",
+    );
+}
