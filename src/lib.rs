@@ -19,6 +19,7 @@
 //! [`ops`]; [`cpu`] and [`gpu`] implement them; [`device`] resolves what runs where and plans
 //! chunks that fit the memory budget.
 
+pub mod bench;
 pub mod cpu;
 pub mod demo;
 pub mod device;

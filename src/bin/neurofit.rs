@@ -38,6 +38,8 @@ enum Cmd {
     },
     /// GSN (perform_gsn): signal and noise covariances with cross-validated shrinkage, ncsnr.
     Gsn(GsnArgs),
+    /// Benchmark every kernel and model on the CPU and every hardware GPU; writes JSON, CSV, SVG.
+    Bench(BenchArgs),
     /// List GPU adapters and the CPU backend.
     Devices,
     /// Fit and predict on simulated fMRI-like data; prints device, stage timings and accuracy.
@@ -141,6 +143,25 @@ struct GsnArgs {
     /// Optional outputs: cN,cS,cNb,cSb,eigvecs_signal,eigvals_signal,eigvecs_difference,eigvals_difference.
     #[arg(long, default_value = "cN,cS,cNb,cSb")]
     returns: String,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Small sizes, 3 repeats: under a minute on a 2-core CPU.
+    #[arg(long)]
+    quick: bool,
+    /// Scale of the fc8-like ridge fit (default 1, or 0.05 with --quick).
+    #[arg(long)]
+    scale: Option<f64>,
+    /// Timed repeats after one warm-up (default 5, or 3 with --quick).
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// Also run on software adapters (llvmpipe/lavapipe, SwiftShader, WARP).
+    #[arg(long)]
+    include_software: bool,
+    /// Output folder for bench.json, bench.csv and bench.svg.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
 }
 
 struct StderrLogger {
@@ -398,6 +419,87 @@ fn run_gsn(a: GsnArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+fn run_bench(a: BenchArgs, quiet: bool) -> Result<()> {
+    use neurofit::bench;
+    let mut cfg = bench::BenchConfig::new(a.quick);
+    if let Some(s) = a.scale {
+        if !(s.is_finite() && s > 0.0 && s <= 4.0) {
+            return Err(Error::InvalidInput(format!(
+                "--scale must be in (0, 4], got {s}"
+            )));
+        }
+        cfg.scale = s;
+    }
+    if let Some(r) = a.repeats {
+        if r == 0 {
+            return Err(Error::InvalidInput("--repeats must be at least 1".into()));
+        }
+        cfg.repeats = r;
+    }
+    cfg.include_software = a.include_software;
+    let devices = bench::bench_devices(cfg.include_software);
+    let total = bench::total_runs(&cfg, &devices);
+    let pb = progress_bar(quiet);
+    if let Some(pb) = &pb {
+        pb.set_length(total as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+    }
+    for d in &devices {
+        eprintln!("device {}: {} ({}) {}", d.id, d.name, d.backend, d.driver);
+    }
+    let records = bench::run(&cfg, &devices, &|done, msg| {
+        if let Some(pb) = &pb {
+            pb.set_position(done as u64);
+            pb.set_message(msg.to_string());
+        }
+    });
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    bench::output::write_all(&a.out, &cfg, &devices, &records)?;
+    println!(
+        "{:<16} {:>8} {:<8} {:<4} {:>11} {:>11} {:>11} {:>9} {:>9}",
+        "kernel",
+        "size",
+        "device",
+        "type",
+        "median s",
+        "kernel s",
+        "min..max",
+        "GFLOP/s",
+        "rel err"
+    );
+    for r in &records {
+        if let Some(e) = &r.error {
+            println!(
+                "{:<16} {:>8} {:<8} {:<4} error: {e}",
+                r.kernel, r.size, r.device, r.dtype
+            );
+            continue;
+        }
+        println!(
+            "{:<16} {:>8} {:<8} {:<4} {:>11.4e} {:>11} {:>11} {:>9.2} {:>9.1e}",
+            r.kernel,
+            r.size,
+            r.device,
+            r.dtype,
+            r.median_s,
+            r.kernel_median_s
+                .map(|k| format!("{k:.4e}"))
+                .unwrap_or_else(|| "-".into()),
+            format!("{:.2}x", r.max_s / r.min_s),
+            r.gflops(),
+            r.max_rel_err
+        );
+    }
+    println!("wrote {}/bench.json, bench.csv, bench.svg", a.out.display());
+    Ok(())
+}
+
 fn devices() {
     let l = neurofit::device::list_devices();
     if l.adapters.is_empty() {
@@ -511,6 +613,7 @@ fn main() {
             cmd: RidgeCmd::Predict(a),
         } => ridge_predict(a),
         Cmd::Gsn(a) => run_gsn(a, cli.quiet),
+        Cmd::Bench(a) => run_bench(a, cli.quiet),
         Cmd::Devices => {
             devices();
             Ok(())

@@ -158,8 +158,8 @@ pub fn resolve(device: &Device, dtype: Dtype, flops: f64) -> Result<Resolved> {
                     log::info!("auto: no hardware GPU adapter suitable for {dtype}; using the CPU");
                     Ok(Resolved::Cpu)
                 }
-                Some(a) => match GpuContext::open(a.index) {
-                    Ok(ctx) => Ok(Resolved::Gpu(Arc::new(ctx))),
+                Some(a) => match GpuContext::shared(a.index) {
+                    Ok(ctx) => Ok(Resolved::Gpu(ctx)),
                     Err(e) => {
                         log::warn!("auto: could not open {}: {e}; using the CPU", a.name);
                         Ok(Resolved::Cpu)
@@ -198,7 +198,7 @@ pub fn resolve(device: &Device, dtype: Dtype, flops: f64) -> Result<Resolved> {
                     a.name
                 )));
             }
-            Ok(Resolved::Gpu(Arc::new(GpuContext::open(a.index)?)))
+            Ok(Resolved::Gpu(GpuContext::shared(a.index)?))
         }
     }
 }

@@ -105,6 +105,23 @@ pub fn enumerate() -> Vec<AdapterSummary> {
         .collect()
 }
 
+/// Timestamp capacity of the profiler's query set (wgpu's maximum): 2048 passes per submit.
+const TIMESTAMP_QUERIES: u32 = 4096;
+
+/// GPU kernel timing with timestamp queries: each compute pass writes a begin and an end
+/// timestamp; at every submit the pass durations are summed.
+struct Profiler {
+    queries: wgpu::QuerySet,
+    next: u32,
+    passes: u64,
+    total_ns: f64,
+    overflow: bool,
+}
+
+/// Contexts opened so far, one per adapter index, shared by every fit in the process.
+static SHARED: std::sync::OnceLock<Mutex<HashMap<usize, Arc<GpuContext>>>> =
+    std::sync::OnceLock::new();
+
 /// An open GPU: device, queue, captured errors and cached pipelines.
 pub struct GpuContext {
     /// The adapter this context runs on.
@@ -114,6 +131,7 @@ pub struct GpuContext {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    profiler: Mutex<Option<Profiler>>,
 }
 
 /// A device buffer with its element type and length.
@@ -169,7 +187,93 @@ impl GpuContext {
             errors,
             lost,
             pipelines: Mutex::new(HashMap::new()),
+            profiler: Mutex::new(None),
         })
+    }
+
+    /// The process-wide context of adapter `index`, opened on first use: device creation and
+    /// pipeline compilation are paid once, not per fit. A context whose device was lost is
+    /// replaced.
+    pub fn shared(index: usize) -> Result<Arc<GpuContext>> {
+        let map = SHARED.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&index) {
+            if c.lost.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(GpuContext::open(index)?);
+        map.insert(index, c.clone());
+        Ok(c)
+    }
+
+    /// Starts summing kernel time from timestamp queries (no-op without `TIMESTAMP_QUERY`).
+    pub fn start_kernel_timing(&self) {
+        if !self.info.timestamp_query {
+            return;
+        }
+        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("kernel timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: TIMESTAMP_QUERIES,
+        });
+        *self.profiler.lock().unwrap_or_else(|p| p.into_inner()) = Some(Profiler {
+            queries,
+            next: 0,
+            passes: 0,
+            total_ns: 0.0,
+            overflow: false,
+        });
+    }
+
+    /// Stops timing and returns the summed kernel time in seconds, or `None` without timestamp
+    /// support or when a submit had more passes than the query set holds.
+    pub fn stop_kernel_timing(&self) -> Option<f64> {
+        let p = self
+            .profiler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        (!p.overflow && p.passes > 0).then_some(p.total_ns * 1e-9)
+    }
+
+    fn resolve_timestamps(&self) -> Result<()> {
+        let mut guard = self.profiler.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(prof) = guard.as_mut() else {
+            return Ok(());
+        };
+        if prof.next == 0 {
+            return Ok(());
+        }
+        let count = prof.next;
+        let bytes = (count as u64 * 8).div_ceil(256) * 256;
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamp resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.encoder();
+        enc.resolve_query_set(&prof.queries, 0..count, &resolve, 0);
+        self.queue.submit(Some(enc.finish()));
+        prof.next = 0;
+        let period = self.queue.get_timestamp_period() as f64;
+        drop(guard);
+        let raw = self.download_bytes(&resolve, count as u64 * 8, "timestamps")?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
+        let ns: f64 = ticks
+            .chunks(2)
+            .map(|c| c[1].saturating_sub(c[0]) as f64 * period)
+            .sum();
+        if let Some(prof) = self
+            .profiler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            prof.total_ns += ns;
+        }
+        Ok(())
     }
 
     /// "name (backend, type)".
@@ -394,10 +498,32 @@ impl GpuContext {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("bind group: {}", describe_error(&e))));
         }
-        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+        let mut prof = self.profiler.lock().unwrap_or_else(|p| p.into_inner());
+        let timestamp_writes = match prof.as_mut() {
+            Some(p) if p.next + 2 <= TIMESTAMP_QUERIES => {
+                p.next += 2;
+                p.passes += 1;
+                Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &p.queries,
+                    beginning_of_pass_write_index: Some(p.next - 2),
+                    end_of_pass_write_index: Some(p.next - 1),
+                })
+            }
+            Some(p) => {
+                p.overflow = true;
+                None
+            }
+            None => None,
+        };
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: None,
+            timestamp_writes,
+        });
         pass.set_pipeline(pipeline);
         pass.set_bind_group(0, &bg, &[]);
         pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        drop(pass);
+        drop(prof);
         Ok(())
     }
 
@@ -410,7 +536,8 @@ impl GpuContext {
     /// Submits `enc`, waits for it and checks for errors.
     pub fn submit(&self, enc: wgpu::CommandEncoder, what: &str) -> Result<()> {
         let idx = self.queue.submit(Some(enc.finish()));
-        self.wait(Some(idx), what)
+        self.wait(Some(idx), what)?;
+        self.resolve_timestamps()
     }
 
     fn wait(&self, idx: Option<wgpu::SubmissionIndex>, what: &str) -> Result<()> {

@@ -138,7 +138,8 @@ impl GpuOps {
         Ok(out)
     }
 
-    fn gram_lower_host(&self, a: ArrayView2<f64>, dtype: Dtype) -> Result<linalg::Gram> {
+    /// The lower triangle of `aᵀa` computed on the GPU (row blocks that fit one binding).
+    pub fn gram(&self, a: ArrayView2<f64>, dtype: Dtype) -> Result<linalg::Gram> {
         let (r, p) = a.dim();
         let eb = dtype.size();
         let stage = Stage {
@@ -418,13 +419,13 @@ impl RidgeOps for GpuOps {
         let (n, f) = x.dim();
         let x1 = with_bias(x);
         let theta = if n > f + 1 {
-            let mut g = self.gram_lower_host(x1.view(), dtype)?;
+            let mut g = self.gram(x1.view(), dtype)?;
             g.add_diag(alpha);
             let rhs = self.at_b(x1.view(), y, dtype)?;
             linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
         } else {
             let x1t = x1.t().as_standard_layout().into_owned();
-            let mut k = self.gram_lower_host(x1t.view(), dtype)?;
+            let mut k = self.gram(x1t.view(), dtype)?;
             k.add_diag(alpha);
             let z = linalg::spd_solve(k, y, "ridge dual system X1 X1' + alpha I")?;
             self.at_b(x1.view(), z.view(), dtype)?
