@@ -250,3 +250,26 @@ fn gpu_perform_gsn_matches_cpu() {
         1e-9,
     );
 }
+
+#[test]
+fn gpu_scorer_names_the_binding_limit_when_one_matrix_is_too_large() {
+    let Some(dev) = test_gpu(true) else { return };
+    let resolved = neurofit::device::resolve(&dev, Dtype::F64, 1.0).unwrap();
+    let neurofit::device::Resolved::Gpu(ctx) = resolved else {
+        panic!("expected a GPU")
+    };
+    let n = ((ctx.max_binding() / 8) as f64).sqrt() as usize + 1;
+    if n > 8000 {
+        eprintln!("SKIPPED: this adapter's binding limit needs N = {n}, too large for a test");
+        return;
+    }
+    let cov = Array2::<f64>::eye(n);
+    let pts = Array2::<f64>::zeros((2, n));
+    let e = GpuOps::new(ctx, Some(1 << 40))
+        .shrinkage_nll(cov.view(), pts.view(), &[0.5])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("max_storage_buffer_binding_size"),
+        "{e}"
+    );
+}

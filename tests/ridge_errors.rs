@@ -304,3 +304,20 @@ fn gpu_device() -> Option<Device> {
         None
     }
 }
+
+#[test]
+fn fortran_order_npy_reads_like_c_order() {
+    let c = Array2::from_shape_fn((3, 4), |(i, j)| (i * 10 + j) as f64);
+    let f = c.t().as_standard_layout().into_owned().reversed_axes(); // same values, Fortran layout
+    assert!(!f.is_standard_layout());
+    let p = std::env::temp_dir().join(format!("neurofit-forder-{}.npy", std::process::id()));
+    neurofit::io::write_npy(&p, &f.clone().into_dyn()).unwrap();
+    let back = neurofit::io::read_npy(&p).unwrap();
+    assert_eq!(back, c.into_dyn());
+    let f32p = std::env::temp_dir().join(format!("neurofit-f32-{}.npy", std::process::id()));
+    neurofit::io::write_npy(&f32p, &Array2::<f32>::ones((2, 2)).into_dyn()).unwrap();
+    assert_eq!(
+        neurofit::io::read_npy(&f32p).unwrap(),
+        Array2::<f64>::ones((2, 2)).into_dyn()
+    );
+}
