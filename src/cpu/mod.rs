@@ -111,7 +111,7 @@ impl RidgeOps for CpuOps {
         let (yc, _) = centre(y);
         let ssx: Vec<f64> = xc.axis_iter(Axis(1)).map(|c| c.dot(&c)).collect();
         let ssy: Vec<f64> = yc.axis_iter(Axis(1)).map(|c| c.dot(&c)).collect();
-        let mut num = linalg::at_b(yc.view(), xc.view());
+        let mut num = linalg::bt_a_with_t(yc.view(), linalg::transposed(xc.view()).as_ref());
         finish_correlations(&mut num, &ssx, &ssy, n);
         Ok(num)
     }
@@ -133,12 +133,12 @@ impl RidgeOps for CpuOps {
         if self.unit_chunk_cap > 0 {
             chunk = chunk.min(self.unit_chunk_cap);
         }
-        let x1 = with_bias(x);
-        let g = linalg::gram_lower(x1.view());
+        let x1t = linalg::transposed(with_bias(x).view());
+        let g = linalg::gram_lower_t(x1t.as_ref());
         let mut w = Array2::<f64>::zeros((f, units));
         let mut b = Array1::<f64>::zeros(units);
         for range in planner::ranges(units, chunk) {
-            let h = linalg::at_b(y.slice(s![.., range.clone()]), x1.view());
+            let h = linalg::bt_a_with_t(y.slice(s![.., range.clone()]), x1t.as_ref());
             let thetas: Vec<std::result::Result<Vec<f64>, usize>> = range
                 .clone()
                 .into_par_iter()
