@@ -63,7 +63,15 @@ fn ops(c: &mut Criterion) {
     }
     let pts = neurofit::demo::simulate(120, 500, 1, 5).x - 100.0;
     let (w, b) = CpuOps::new(8 << 30)
-        .solve_selected(sim.x.view(), sim.y.view(), sel.view(), 100.0, Dtype::F64, 0)
+        .solve_selected(
+            sim.x.view(),
+            sim.y.view(),
+            sel.view(),
+            100.0,
+            Dtype::F64,
+            0,
+            &|_| {},
+        )
         .unwrap();
     for (name, ridge, gsn, gpu) in backends() {
         for dtype in [Dtype::F64, Dtype::F32] {
@@ -83,7 +91,15 @@ fn ops(c: &mut Criterion) {
             g.bench_function(format!("selected_solves_k200/{name}/{dtype}"), |bch| {
                 bch.iter(|| {
                     ridge
-                        .solve_selected(sim.x.view(), sim.y.view(), sel.view(), 100.0, dtype, 0)
+                        .solve_selected(
+                            sim.x.view(),
+                            sim.y.view(),
+                            sel.view(),
+                            100.0,
+                            dtype,
+                            0,
+                            &|_| {},
+                        )
                         .expect("solve")
                 })
             });

@@ -29,7 +29,9 @@ pub trait RidgeOps {
     /// `G = X₁ᵀX₁ + αI` (bias diagonal included). `sel` is `U × k` (feature indices in rank order);
     /// the system of unit `u` is `G[idx,idx] θ = (YᵀX₁)[u, idx]` with `idx = sel[u] ++ [F]`.
     /// Returns `W` (`F × U`, zeros outside the selection) and `b` (`U`). `unit_offset` is the
-    /// index of the first unit (for error messages).
+    /// index of the first unit (for error messages); `progress` is called with the number of
+    /// units finished so far.
+    #[allow(clippy::too_many_arguments)]
     fn solve_selected(
         &self,
         x: ArrayView2<f64>,
@@ -38,6 +40,7 @@ pub trait RidgeOps {
         alpha: f64,
         dtype: Dtype,
         unit_offset: usize,
+        progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(Array2<f64>, Array1<f64>)>;
 
     /// Ridge on all features with the bias regularised like every weight: primal form

@@ -301,6 +301,7 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
                     100.0,
                     dtype,
                     0,
+                    &|_| {},
                 )?;
                 Ok(w.iter().chain(b.iter()).copied().collect())
             }),

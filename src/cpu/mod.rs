@@ -122,12 +122,15 @@ impl RidgeOps for CpuOps {
         y: ArrayView2<f64>,
         sel: ArrayView2<u32>,
         alpha: f64,
-        _dtype: Dtype,
+        dtype: Dtype,
         unit_offset: usize,
+        progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(Array2<f64>, Array1<f64>)> {
+        let _ = dtype; // the CPU computes in f64
         let (n, f) = x.dim();
         let units = y.ncols();
         let m = sel.ncols() + 1;
+        let done = std::sync::atomic::AtomicUsize::new(0);
         let stage = CpuOps::solve_stage(n, f, units, sel.ncols());
         let mut chunk = planner::items_per_chunk(&stage, &Limits::cpu(self.budget))? as usize;
         if self.unit_chunk_cap > 0 {
@@ -160,6 +163,10 @@ impl RidgeOps for CpuOps {
                         }
                         let stack = MemStack::new(mem);
                         cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, stack)?;
+                        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if d.is_multiple_of(64) {
+                            progress(d);
+                        }
                         Ok((0..m).map(|r| rhs[(r, 0)]).collect())
                     },
                 )

@@ -301,6 +301,7 @@ impl RidgeOps for GpuOps {
         alpha: f64,
         dtype: Dtype,
         unit_offset: usize,
+        progress: &(dyn Fn(usize) + Sync),
     ) -> Result<(Array2<f64>, Array1<f64>)> {
         self.check_dtype(dtype)?;
         let ctx = &self.ctx;
@@ -403,7 +404,9 @@ impl RidgeOps for GpuOps {
             let bv = ctx.download(&bias, "b chunk")?;
             let wblk = Array2::from_shape_vec((uc, f), wv).expect("shape");
             w.slice_mut(s![.., range.clone()]).assign(&wblk.t());
+            let end = range.end;
             b.slice_mut(s![range]).assign(&Array1::from(bv));
+            progress(end);
         }
         Ok((w, b))
     }

@@ -243,7 +243,7 @@ fn run_fit(
         let sel = select::top_k_rows(corr.view(), k, TieBreak::HigherIndex);
         timings.push(("top-k selection".to_string(), t1.elapsed()));
         let t2 = Instant::now();
-        let (w, b) = ops.solve_selected(x, y, sel.view(), params.alpha, dtype, 0)?;
+        let (w, b) = ops.solve_selected(x, y, sel.view(), params.alpha, dtype, 0, &report)?;
         timings.push(("gram + per-unit solves".to_string(), t2.elapsed()));
         report(units);
         corr_abs = Some(corr.t().to_owned());
