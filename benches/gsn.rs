@@ -12,17 +12,7 @@ use std::time::Duration;
 
 fn devices() -> Vec<(String, Device)> {
     let mut v = vec![("cpu".to_string(), Device::Cpu)];
-    if let Ok(d) = std::env::var("NEUROFIT_BENCH_GPU") {
-        v.push((d.clone(), d.parse().expect("NEUROFIT_BENCH_GPU")));
-    } else if let Some(a) = neurofit::gpu::enumerate()
-        .into_iter()
-        .find(|a| !a.is_software)
-    {
-        v.push((
-            format!("gpu:{}", a.index),
-            format!("gpu:{}", a.index).parse().unwrap(),
-        ));
-    }
+    v.extend(neurofit::bench::criterion_gpu());
     v
 }
 

@@ -8,7 +8,7 @@ use neurofit::device::{resolve, Resolved};
 use neurofit::gpu::GpuOps;
 use neurofit::ops::{GsnOps, RidgeOps};
 use neurofit::ridge::select::{top_k_rows, TieBreak};
-use neurofit::{Device, Dtype};
+use neurofit::Dtype;
 use std::time::Duration;
 
 /// A named backend: its ridge ops, GSN ops and (for a GPU) the GPU ops for the Gram.
@@ -21,14 +21,7 @@ fn backends() -> Vec<Backend> {
         Box::new(CpuOps::new(8 << 30)),
         None,
     )];
-    let dev = std::env::var("NEUROFIT_BENCH_GPU").ok().or_else(|| {
-        neurofit::gpu::enumerate()
-            .into_iter()
-            .find(|a| !a.is_software)
-            .map(|a| format!("gpu:{}", a.index))
-    });
-    if let Some(d) = dev {
-        let device: Device = d.parse().expect("device");
+    if let Some((d, device)) = neurofit::bench::criterion_gpu() {
         if let Ok(Resolved::Gpu(ctx)) = resolve(&device, Dtype::F32, 1.0) {
             v.push((
                 d,

@@ -231,16 +231,7 @@ pub fn cholesky_solve_in_place(
     let mut a = a;
     let m = a.nrows();
     let diag: Vec<f64> = (0..m).map(|j| a[(j, j)]).collect();
-    match llt::factor::cholesky_in_place(
-        a.as_mut(),
-        Default::default(),
-        par,
-        stack,
-        Default::default(),
-    ) {
-        Ok(_) => {}
-        Err(llt::factor::LltError::NonPositivePivot { index }) => return Err(index),
-    }
+    cholesky_raw(a.as_mut(), par, stack)?;
     let tol = singular_pivot_tolerance(m, f64::EPSILON);
     for (j, d) in diag.iter().enumerate() {
         let l = a[(j, j)];

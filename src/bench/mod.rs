@@ -66,6 +66,19 @@ pub struct BenchDevice {
     pub ctx: Option<Arc<GpuContext>>,
 }
 
+/// The GPU a criterion bench should use besides the CPU: `NEUROFIT_BENCH_GPU` if set (e.g.
+/// `gpu:0` for lavapipe), else the first hardware adapter.
+pub fn criterion_gpu() -> Option<(String, Device)> {
+    if let Ok(d) = std::env::var("NEUROFIT_BENCH_GPU") {
+        return d.parse().ok().map(|dev| (d, dev));
+    }
+    let a = crate::gpu::enumerate()
+        .into_iter()
+        .find(|a| !a.is_software)?;
+    let id = format!("gpu:{}", a.index);
+    id.parse().ok().map(|dev| (id, dev))
+}
+
 /// One measured (kernel, size, device, dtype).
 #[derive(Debug, Clone)]
 pub struct Record {

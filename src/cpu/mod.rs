@@ -271,12 +271,7 @@ fn level_nll(cov: ArrayView2<f64>, pts_t: &Mat<f64>, level: f64) -> f64 {
         }
     }
     let logdet: f64 = (0..n).map(|i| a[(i, i)].ln()).sum();
-    let v = 0.5 * sumsq / m as f64 + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
-    if v.is_finite() {
-        v
-    } else {
-        f64::NAN
-    }
+    crate::gsn::shrink::nll_value(sumsq, m, logdet, n)
 }
 
 impl GsnOps for CpuOps {

@@ -63,7 +63,6 @@ impl GsnOps for GpuOps {
         let trsm = ctx.pipeline("nll", NLL_SRC, "trsm_rows", sreal, sreal)?;
         let reduce = ctx.pipeline("nll", NLL_SRC, "reduce", sreal, sreal)?;
         let rows_per_pass = (32768 / n.max(1)).max(1);
-        let half_log_2pi = 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
         let mut out = Vec::with_capacity(levels.len());
         for range in planner::ranges(levels.len(), chunk) {
             let lc = range.len();
@@ -144,8 +143,7 @@ impl GsnOps for GpuOps {
                 }
                 let sumsq: f64 = rs[l * n..(l + 1) * n].iter().sum();
                 let logdet: f64 = ld[l * n..(l + 1) * n].iter().map(|d| d.ln()).sum();
-                let v = 0.5 * sumsq / m as f64 + logdet + half_log_2pi;
-                out.push(if v.is_finite() { v } else { f64::NAN });
+                out.push(crate::gsn::shrink::nll_value(sumsq, m, logdet, n));
             }
         }
         Ok(out)

@@ -73,6 +73,27 @@ fn cov_of_means(means: &Array2<f64>, conds: &[usize]) -> (Array2<f64>, Array1<f6
     (gram(&centred) / (conds.len() as f64 - 1.0), mu)
 }
 
+/// The trials of each condition in which no unit is NaN (ascending).
+fn complete_trials(data: ArrayView3<f64>) -> Vec<Vec<usize>> {
+    let (n, c, t) = data.dim();
+    (0..c)
+        .map(|ci| {
+            (0..t)
+                .filter(|&ti| (0..n).all(|i| !data[(i, ci, ti)].is_nan()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Noise residuals of the conditions with at least two of the given trials.
+fn noise_parts(data: ArrayView3<f64>, trials: &[Vec<usize>]) -> Vec<Option<CondNoise>> {
+    trials
+        .iter()
+        .enumerate()
+        .map(|(ci, tr)| (tr.len() >= 2).then(|| cond_noise(data, ci, tr)))
+        .collect()
+}
+
 /// Everything the common tail (signal, ncsnr, biconvex, eig) needs.
 struct Estimates {
     cn: Array2<f64>,
@@ -169,23 +190,15 @@ fn pooled_path(
     ops: &dyn GsnOps,
     warnings: &mut Vec<String>,
 ) -> Result<Estimates> {
-    let (n, c, t) = data.dim();
-    let valid: Vec<Vec<usize>> = (0..c)
-        .map(|ci| {
-            (0..t)
-                .filter(|&ti| (0..n).all(|i| !data[(i, ci, ti)].is_nan()))
-                .collect()
-        })
-        .collect();
+    let (n, c, _) = data.dim();
+    let valid = complete_trials(data);
     if let Some(ci) = valid.iter().position(|v| v.is_empty()) {
         return Err(Error::InvalidInput(format!(
             "all conditions must have at least 1 valid trial (condition {ci} has none: a NaN in any unit invalidates a trial in uneven='fast' mode; try uneven='missing')"
         )));
     }
     let cnt: Vec<usize> = valid.iter().map(|v| v.len()).collect();
-    let noise: Vec<Option<CondNoise>> = (0..c)
-        .map(|ci| (cnt[ci] >= 2).then(|| cond_noise(data, ci, &valid[ci])))
-        .collect();
+    let noise = noise_parts(data, &valid);
     let (held, train) = split(c);
     let a_n = pooled_cov(&noise, &train, n).ok_or_else(|| {
         Error::InvalidInput(
@@ -333,16 +346,8 @@ fn missing_path(
     if single {
         level_n = levels[0];
     } else {
-        let complete: Vec<Vec<usize>> = (0..c)
-            .map(|ci| {
-                (0..t)
-                    .filter(|&ti| (0..n).all(|i| !data[(i, ci, ti)].is_nan()))
-                    .collect()
-            })
-            .collect();
-        let noise: Vec<Option<CondNoise>> = (0..c)
-            .map(|ci| (complete[ci].len() >= 2).then(|| cond_noise(data, ci, &complete[ci])))
-            .collect();
+        let complete = complete_trials(data);
+        let noise = noise_parts(data, &complete);
         let (held, train) = split(c);
         let mut pts = Vec::new();
         for &ci in &held {

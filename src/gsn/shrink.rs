@@ -22,6 +22,21 @@ pub fn shrink(a: ArrayView2<f64>, level: f64) -> Array2<f64> {
     )
 }
 
+/// The mean held-out Gaussian NLL from its parts: `½·Σ‖L⁻¹p‖²/M + Σ log L_ii + ½·N·log 2π`;
+/// NaN when not finite (or when there are no points).
+pub fn nll_value(sumsq: f64, points: usize, logdet: f64, n: usize) -> f64 {
+    if points == 0 {
+        return f64::NAN;
+    }
+    let v =
+        0.5 * sumsq / points as f64 + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
+    if v.is_finite() {
+        v
+    } else {
+        f64::NAN
+    }
+}
+
 /// Index of the first smallest non-NaN value; all NaN → `None`.
 pub fn choose(nll: &[f64]) -> Option<usize> {
     let mut best: Option<usize> = None;
