@@ -61,6 +61,11 @@ fn fit_then_predict_reproduces_the_reference() {
             "small_select_f32",
             vec!["--n-feat", "30", "--alpha", "10", "--dtype", "f32"],
         ),
+        // chunk_size ≤ 0 means no chunking, as in the reference
+        (
+            "small_select",
+            vec!["--n-feat", "30", "--alpha", "10", "--chunk-size", "-3"],
+        ),
     ] {
         let mut args = vec!["ridge", "fit", "--quiet", "--device", "cpu"];
         let (x, y) = (fixture(case, "X_train.npy"), fixture(case, "Y_train.npy"));

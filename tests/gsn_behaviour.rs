@@ -273,3 +273,29 @@ fn gpu_scorer_names_the_binding_limit_when_one_matrix_is_too_large() {
         "{e}"
     );
 }
+
+#[test]
+fn uneven_data_without_enough_repeated_trials_is_an_error() {
+    // held-out conditions of randperm(10) are 6 and 5: leave them a single valid trial
+    let mut d = data(3, 10, 2, 8);
+    for c in [5, 6] {
+        d[(0, c, 1)] = f64::NAN;
+    }
+    let e = perform_gsn(d.view(), &cpu()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("validation data did not have any conditions with at least two observations"),
+        "{e}"
+    );
+    // now every training condition has a single valid trial instead
+    let mut d = data(3, 10, 2, 9);
+    for c in [0, 1, 2, 3, 4, 7, 8, 9] {
+        d[(1, c, 0)] = f64::NAN;
+    }
+    let e = perform_gsn(d.view(), &cpu()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("no condition with at least two valid observations"),
+        "{e}"
+    );
+}

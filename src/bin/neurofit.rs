@@ -75,9 +75,9 @@ struct FitArgs {
     /// Features per unit; 0 = all (no selection).
     #[arg(long, default_value_t = 0)]
     n_feat: usize,
-    /// Units per chunk (0 = none); results do not depend on it.
-    #[arg(long, default_value_t = 0)]
-    chunk_size: usize,
+    /// Units per chunk (≤ 0 = none, as in the reference); results do not depend on it.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    chunk_size: i64,
     /// Precision: f64 or f32.
     #[arg(long, default_value = "f64")]
     dtype: String,
@@ -231,7 +231,7 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
     let params = FitParams {
         alpha: a.alpha,
         n_feat: a.n_feat,
-        chunk_size: a.chunk_size,
+        chunk_size: a.chunk_size.max(0) as usize,
         dtype,
         save_select_feat: a.save_select_feat,
         spatial_norm,
