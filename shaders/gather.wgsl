@@ -9,8 +9,9 @@
 // diagonal; diag (units × m) a copy of that diagonal for the singularity test; rhs (units × m) = H[u, idx] (written when p.write_rhs = 1).
 // The host runs one pass per row block of G; an entry is written by the pass whose block holds
 // its row max(idx[a], idx[b]).
-// Workgroup mapping: x (with workgroup_id.x) walks the m² entries of a system, 256 per
-// workgroup; workgroup_id.y is the unit within the chunk.
+// Workgroup mapping: 256 threads in x; the linear entry index (m² per system) spans
+// workgroup_id.x and workgroup_id.y (the host splits it so that neither exceeds 65 535
+// workgroups, m up to 5792); workgroup_id.z is the unit within the chunk.
 
 struct Params {
     m: u32, ldg: u32, g_r0: u32, g_r1: u32,
@@ -27,9 +28,10 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> diag: array<sreal>; // units × m original diagonals
 
 @compute @workgroup_size(256, 1, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let u = wg.y;
-    let e = wg.x * 256u + lid.x;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_id) lid: vec3<u32>) {
+    let u = wg.z;
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid.x;
     let m = p.m;
     if (e >= m * m) { return; }
     let a = e / m;

@@ -13,8 +13,11 @@
 //   rowsq, logd: L × N  per row: Σ_m y², and L_ii (the host takes the logarithm in f64:
 //                       GLSL.std.450 `Log` is defined for 16/32-bit floats only, so f64 `log`
 //                       is not portable)
-// Entry points and workgroup mapping (256 threads in x; workgroup_id.y = level in the chunk):
-//   build      x walks N·N entries: sys = Sh_λ(cov) (off-diagonals × λ), diag; and copies pts into y
+// Entry points and workgroup mapping (256 threads in x):
+//   build      the linear entry index spans workgroup_id.x and .y (max(N·N, N·M) entries, split
+//              by the host to stay within 65 535 workgroups per dimension); workgroup_id.z = level.
+//              sys = Sh_λ(cov) (off-diagonals × λ), diag; and copies pts into y
+// (trsm_rows and reduce: workgroup_id.y = level in the chunk)
 //   trsm_rows  x walks the M columns; rows [p.i0, p.i1) of the forward substitution L y = pts.
 //              The host keeps (i1 − i0)·N below ~32 768 loop trips (llvmpipe caps at 65 535).
 //   reduce     x walks the N rows: rowsq[i] = Σ_m y[i, m]², logd[i] = L_ii
@@ -37,8 +40,8 @@ struct Params {
 @compute @workgroup_size(256, 1, 1)
 fn build(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
-    let l = wg.y;
-    let e = wg.x * 256u + lid.x;
+    let l = wg.z;
+    let e = (wg.y * nwg.x + wg.x) * 256u + lid.x;
     let nn = p.n * p.n;
     if (e < nn) {
         let i = e / p.n;

@@ -4,6 +4,7 @@
 //! and log-diagonals reduced on the device; the host adds the N per-row partials in f64.
 
 use super::context::DevBuf;
+use super::kernels::linear_groups;
 use super::ridge::GpuOps;
 use crate::device::planner::{self, Stage};
 use crate::error::Result;
@@ -97,7 +98,10 @@ impl GsnOps for GpuOps {
                     (5, &y.buf),
                     (9, &p0),
                 ],
-                (entries.div_ceil(256) as u32, lc as u32, 1),
+                {
+                    let (x, y, _) = linear_groups(entries);
+                    (x, y, lc as u32)
+                },
             )?;
             ctx.batched_cholesky_factor(
                 &mut enc,

@@ -90,7 +90,7 @@ fn u(v: usize) -> u32 {
 }
 
 /// Workgroups for `total` threads of 256, split over x and y (≤ 65 535 each).
-fn linear_groups(total: usize) -> (u32, u32, u32) {
+pub fn linear_groups(total: usize) -> (u32, u32, u32) {
     let g = total.div_ceil(256).max(1);
     if g <= 65535 {
         (u(g), 1, 1)
@@ -284,7 +284,10 @@ impl GpuContext {
                 &alpha.buf,
                 &diag.buf,
             ],
-            (u((m * m).div_ceil(256)), u(units), 1),
+            {
+                let (x, y, _) = linear_groups(m * m);
+                (x, y, u(units))
+            },
         )
     }
 
@@ -400,5 +403,32 @@ impl GpuContext {
             &[&theta.buf, &idx.buf, &wt.buf, &bias.buf, &p],
             (u(m.div_ceil(256)), u(units), 1),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_groups_stay_within_the_dispatch_limit() {
+        for total in [
+            1usize,
+            256,
+            257,
+            65535 * 256,
+            65535 * 256 + 1,
+            5792 * 5792,
+            40_000_000,
+        ] {
+            let (x, y, z) = linear_groups(total);
+            assert!(x <= 65535 && y <= 65535 && z == 1, "{total}: {x} {y}");
+            assert!(
+                x as usize * y as usize * 256 >= total,
+                "{total}: too few threads"
+            );
+        }
+        // the largest system the solver accepts needs the y split
+        assert!(linear_groups(MAX_SYSTEM * MAX_SYSTEM).1 > 1);
     }
 }
