@@ -51,14 +51,13 @@ pub fn at_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
     out
 }
 
-/// `bᵀ a` for row-major `b` (`n × q`) and `at = aᵀ` from [`transposed`] (`a` is `n × p`): the
-/// `q × p` row-major cross product, e.g. `YᵀX₁` from the copy the Gram matrix was built from.
-pub fn bt_a_with_t(b: ArrayView2<f64>, at: MatRef<'_, f64>) -> Array2<f64> {
-    let bt = transposed(b);
+/// `bt · atᵀ` (`q × p`, row-major) for `bt = bᵀ` and `at = aᵀ` from [`transposed`]: the cross
+/// product `bᵀa` of the original row-major matrices, e.g. `YᵀX₁`.
+pub fn cross_t(bt: MatRef<'_, f64>, at: MatRef<'_, f64>) -> Array2<f64> {
     let (q, p) = (bt.nrows(), at.nrows());
     let mut out = Array2::<f64>::zeros((q, p));
     let dst = MatMut::from_row_major_slice_mut(out.as_slice_mut().expect("standard layout"), q, p);
-    // (q × p) row-major = transpose of a (p × q) column-major: write atᵀ… as (at · bᵀᵀ)ᵀ
+    // the row-major q × p result is the column-major p × q matrix at · btᵀ
     faer::linalg::matmul::matmul(
         dst.transpose_mut(),
         Accum::Replace,
@@ -169,15 +168,50 @@ pub fn advise_huge_pages(data: &[f64]) {
 /// `aᵀ` as a column-major faer matrix (columns SIMD-aligned): the operand layout faer's
 /// products run fastest on.
 pub fn transposed(a: ArrayView2<f64>) -> Mat<f64> {
+    transposed_impl(a, false)
+}
+
+/// `X₁ᵀ = [X | 1]ᵀ` (a final row of ones) built directly, without materialising `X₁`.
+pub fn transposed_with_bias(a: ArrayView2<f64>) -> Mat<f64> {
+    transposed_impl(a, true)
+}
+
+fn transposed_impl(a: ArrayView2<f64>, bias: bool) -> Mat<f64> {
     let (n, p) = a.dim();
-    let mut at = Mat::<f64>::zeros(p, n);
+    let rows = p + usize::from(bias);
+    let mut at = Mat::<f64>::zeros(rows, n);
     for (i, row) in a.outer_iter().enumerate() {
-        let col = at.col_mut(i);
-        for (dst, &v) in col.iter_mut().zip(row.iter()) {
-            *dst = v;
+        let mut col = at.col_mut(i);
+        for (j, &v) in row.iter().enumerate() {
+            col[j] = v;
+        }
+        if bias {
+            col[p] = 1.0;
         }
     }
     at
+}
+
+/// Centres each row of `at` (a variable across samples, as [`transposed`] lays it out) in place
+/// and returns the rows' sums of squares after centring.
+pub fn centre_rows(at: &mut Mat<f64>) -> Vec<f64> {
+    let (p, n) = (at.nrows(), at.ncols());
+    let mut mean = vec![0.0; p];
+    for i in 0..n {
+        for (j, m) in mean.iter_mut().enumerate() {
+            *m += at[(j, i)];
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut ss = vec![0.0; p];
+    for i in 0..n {
+        for j in 0..p {
+            let v = at[(j, i)] - mean[j];
+            at[(j, i)] = v;
+            ss[j] += v * v;
+        }
+    }
+    ss
 }
 
 /// The lower triangle of `aᵀ a` (syrk-like: half the work of a full product).

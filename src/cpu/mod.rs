@@ -40,14 +40,6 @@ pub fn with_bias(x: ArrayView2<f64>) -> Array2<f64> {
     concatenate(Axis(1), &[x, ones.view()]).expect("same row count")
 }
 
-/// Column means and centred columns.
-fn centre(a: ArrayView2<f64>) -> (Array2<f64>, Array1<f64>) {
-    let n = a.nrows() as f64;
-    let mean = a.sum_axis(Axis(0)) / n;
-    let c = &a - &mean.view().insert_axis(Axis(0));
-    (c, mean)
-}
-
 /// Turns raw cross products `Σ xc·yc` (U × F) and sums of squares into |r| with the reference's
 /// low-variance and zero-variance rules.
 pub fn finish_correlations(num: &mut Array2<f64>, ssx: &[f64], ssy: &[f64], n: usize) {
@@ -107,11 +99,11 @@ impl RidgeOps for CpuOps {
         _dtype: Dtype,
     ) -> Result<Array2<f64>> {
         let n = x.nrows();
-        let (xc, _) = centre(x);
-        let (yc, _) = centre(y);
-        let ssx: Vec<f64> = xc.axis_iter(Axis(1)).map(|c| c.dot(&c)).collect();
-        let ssy: Vec<f64> = yc.axis_iter(Axis(1)).map(|c| c.dot(&c)).collect();
-        let mut num = linalg::bt_a_with_t(yc.view(), linalg::transposed(xc.view()).as_ref());
+        let mut xt = linalg::transposed(x);
+        let ssx = linalg::centre_rows(&mut xt);
+        let mut yt = linalg::transposed(y);
+        let ssy = linalg::centre_rows(&mut yt);
+        let mut num = linalg::cross_t(yt.as_ref(), xt.as_ref());
         finish_correlations(&mut num, &ssx, &ssy, n);
         Ok(num)
     }
@@ -136,12 +128,13 @@ impl RidgeOps for CpuOps {
         if self.unit_chunk_cap > 0 {
             chunk = chunk.min(self.unit_chunk_cap);
         }
-        let x1t = linalg::transposed(with_bias(x).view());
+        let x1t = linalg::transposed_with_bias(x);
         let g = linalg::gram_lower_t(x1t.as_ref());
         let mut w = Array2::<f64>::zeros((f, units));
         let mut b = Array1::<f64>::zeros(units);
         for range in planner::ranges(units, chunk) {
-            let h = linalg::bt_a_with_t(y.slice(s![.., range.clone()]), x1t.as_ref());
+            let yt = linalg::transposed(y.slice(s![.., range.clone()]));
+            let h = linalg::cross_t(yt.as_ref(), x1t.as_ref());
             let thetas: Vec<std::result::Result<Vec<f64>, usize>> = range
                 .clone()
                 .into_par_iter()

@@ -387,14 +387,27 @@ impl GpuContext {
 
     /// Uploads f64 host data as `dtype` elements into a storage buffer.
     pub fn upload(&self, data: &[f64], dtype: Dtype, what: &str) -> Result<DevBuf> {
-        let bytes: Vec<u8> = match dtype {
-            Dtype::F64 => bytemuck::cast_slice(data).to_vec(),
+        match dtype {
+            Dtype::F64 => self.upload_bytes(bytemuck::cast_slice(data), data.len(), 8, what),
             Dtype::F32 => {
                 let v: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-                bytemuck::cast_slice(&v).to_vec()
+                self.upload_bytes(bytemuck::cast_slice(&v), data.len(), 4, what)
             }
-        };
-        self.upload_bytes(&bytes, data.len(), dtype.size(), what)
+        }
+    }
+
+    /// Uploads a matrix in row-major order; copies on the host only when the view is not already
+    /// contiguous in that order.
+    pub fn upload_matrix(
+        &self,
+        a: ndarray::ArrayView2<f64>,
+        dtype: Dtype,
+        what: &str,
+    ) -> Result<DevBuf> {
+        match a.as_slice() {
+            Some(s) => self.upload(s, dtype, what),
+            None => self.upload(&a.iter().copied().collect::<Vec<f64>>(), dtype, what),
+        }
     }
 
     /// Uploads u32 data.

@@ -3,13 +3,11 @@
 //! never aborts the batch), the held-out points solved per level, and per-row quadratic forms
 //! and log-diagonals reduced on the device; the host adds the N per-row partials in f64.
 
-use super::context::DevBuf;
 use super::kernels::linear_groups;
 use super::ridge::GpuOps;
 use crate::device::planner::{self, Stage};
 use crate::error::Result;
 use crate::ops::GsnOps;
-use crate::Dtype;
 use bytemuck::{Pod, Zeroable};
 use ndarray::ArrayView2;
 
@@ -51,15 +49,13 @@ impl GsnOps for GpuOps {
         if m == 0 {
             return Ok(vec![f64::NAN; levels.len()]);
         }
-        let sreal = self.nll_dtype();
+        let sreal = self.scorer_dtype;
         let sb = sreal.size();
         let chunk =
             planner::items_per_chunk(&GpuOps::nll_stage(n, m, levels.len(), sb), &self.limits())?
                 as usize;
-        let cov_host: Vec<f64> = cov.iter().copied().collect();
-        let pts_t: Vec<f64> = pts.t().as_standard_layout().iter().copied().collect();
-        let covb = ctx.upload(&cov_host, sreal, "covariance")?;
-        let ptsb = ctx.upload(&pts_t, sreal, "held-out points")?;
+        let covb = ctx.upload_matrix(cov, sreal, "covariance")?;
+        let ptsb = ctx.upload_matrix(pts.t(), sreal, "held-out points")?;
         let build = ctx.pipeline("nll", NLL_SRC, "build", sreal, sreal)?;
         let trsm = ctx.pipeline("nll", NLL_SRC, "trsm_rows", sreal, sreal)?;
         let reduce = ctx.pipeline("nll", NLL_SRC, "reduce", sreal, sreal)?;
@@ -74,7 +70,6 @@ impl GsnOps for GpuOps {
             let status = ctx.zeros(lc, 4, "status")?;
             let rowsq = ctx.zeros(lc * n, sb, "row sums of squares")?;
             let logd = ctx.zeros(lc * n, sb, "log diagonals")?;
-            let rhs_unused: DevBuf = ctx.zeros(1, sb, "unused")?;
             let mut enc = ctx.encoder();
             let params = |i0: usize, i1: usize| {
                 ctx.uniform(&NllParams {
@@ -103,17 +98,7 @@ impl GsnOps for GpuOps {
                     (x, y, lc as u32)
                 },
             )?;
-            ctx.batched_cholesky_factor(
-                &mut enc,
-                &sys,
-                &rhs_unused,
-                &status,
-                &diag,
-                n,
-                lc,
-                sreal,
-                0.0,
-            )?;
+            ctx.batched_cholesky_factor(&mut enc, &sys, &status, &diag, n, lc, sreal, 0.0)?;
             for i0 in (0..n).step_by(rows_per_pass) {
                 let pp = params(i0, (i0 + rows_per_pass).min(n));
                 ctx.dispatch_indexed(
@@ -151,11 +136,5 @@ impl GsnOps for GpuOps {
             }
         }
         Ok(out)
-    }
-}
-
-impl GpuOps {
-    fn nll_dtype(&self) -> Dtype {
-        self.scorer_dtype
     }
 }

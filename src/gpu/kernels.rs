@@ -298,13 +298,12 @@ impl GpuContext {
     }
 
     /// Factorises `units` systems of size `m` in place (see `cholesky.wgsl`); a pivot
-    /// `≤ tol · (original diagonal)` marks the system failed in `status`. `rhs` is not touched.
+    /// `≤ tol · (original diagonal)` marks the system failed in `status`.
     #[allow(clippy::too_many_arguments)]
     pub fn batched_cholesky_factor(
         &self,
         enc: &mut wgpu::CommandEncoder,
         sys: &DevBuf,
-        _rhs: &DevBuf,
         status: &DevBuf,
         diag: &DevBuf,
         m: usize,
@@ -351,7 +350,7 @@ impl GpuContext {
             Dtype::F32 => f32::EPSILON as f64,
         };
         let tol = crate::linalg::singular_pivot_tolerance(m, eps) as f32;
-        self.batched_cholesky_factor(enc, sys, rhs, status, diag, m, units, sreal, tol)?;
+        self.batched_cholesky_factor(enc, sys, status, diag, m, units, sreal, tol)?;
         let forward = self.pipeline("cholesky", CHOL_SRC, "forward", sreal, sreal)?;
         let backward = self.pipeline("cholesky", CHOL_SRC, "backward", sreal, sreal)?;
         let groups = (u(units), 1, 1);

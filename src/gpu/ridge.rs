@@ -25,10 +25,6 @@ pub struct GpuOps {
     pub unit_chunk_cap: usize,
 }
 
-fn contiguous(a: ArrayView2<f64>) -> Vec<f64> {
-    a.as_standard_layout().iter().copied().collect()
-}
-
 impl GpuOps {
     /// A backend on `ctx` with an optional memory budget (default: [`GpuContext::default_budget`]).
     pub fn new(ctx: Arc<GpuContext>, budget: Option<u64>) -> Self {
@@ -151,7 +147,7 @@ impl GpuOps {
             per_item_binding: 0,
         };
         planner::items_per_chunk(&stage, &self.limits())?;
-        let buf = self.ctx.upload(&contiguous(a), dtype, "gram input")?;
+        let buf = self.ctx.upload_matrix(a, dtype, "gram input")?;
         let blocks = self.gram_blocks(&buf, r, p, dtype)?;
         let mut g = linalg::Gram::zeros(p);
         for (r0, r1, blk) in blocks {
@@ -180,15 +176,11 @@ impl GpuOps {
             per_item_binding: r.max(p) as u64 * eb,
         };
         let chunk = planner::items_per_chunk(&stage, &self.limits())? as usize;
-        let abuf = ctx.upload(&contiguous(a), dtype, "A")?;
+        let abuf = ctx.upload_matrix(a, dtype, "A")?;
         let mut out = Array2::<f64>::zeros((p, q));
         for range in planner::ranges(q, chunk) {
             let qc = range.len();
-            let bbuf = ctx.upload(
-                &contiguous(b.slice(s![.., range.clone()])),
-                dtype,
-                "B chunk",
-            )?;
+            let bbuf = ctx.upload_matrix(b.slice(s![.., range.clone()]), dtype, "B chunk")?;
             let cbuf = ctx.zeros(p * qc, eb, "product chunk")?;
             let mut enc = ctx.encoder();
             ctx.gemm_tn(
@@ -244,7 +236,7 @@ impl RidgeOps for GpuOps {
         if self.unit_chunk_cap > 0 {
             chunk = chunk.min(self.unit_chunk_cap);
         }
-        let xc = ctx.upload(&contiguous(x), dtype, "X")?;
+        let xc = ctx.upload_matrix(x, dtype, "X")?;
         let sx = ctx.zeros(f, eb, "column sums")?;
         let ssx = ctx.zeros(f, eb, "ssx")?;
         let mut enc = ctx.encoder();
@@ -253,11 +245,7 @@ impl RidgeOps for GpuOps {
         let mut out = Array2::<f64>::zeros((units, f));
         for range in planner::ranges(units, chunk) {
             let uc = range.len();
-            let yc = ctx.upload(
-                &contiguous(y.slice(s![.., range.clone()])),
-                dtype,
-                "Y chunk",
-            )?;
+            let yc = ctx.upload_matrix(y.slice(s![.., range.clone()]), dtype, "Y chunk")?;
             let sy = ctx.zeros(uc, eb, "unit sums")?;
             let ssy = ctx.zeros(uc, eb, "ssy")?;
             let r = ctx.zeros(uc * f, eb, "correlations")?;
@@ -324,18 +312,14 @@ impl RidgeOps for GpuOps {
         if self.unit_chunk_cap > 0 {
             chunk = chunk.min(self.unit_chunk_cap);
         }
-        let x1 = ctx.upload(&contiguous(with_bias(x).view()), dtype, "X1")?;
+        let x1 = ctx.upload_matrix(with_bias(x).view(), dtype, "X1")?;
         let blocks = self.gram_blocks(&x1, n, p, dtype)?;
         let alpha_buf = ctx.upload(&[alpha], sreal, "alpha")?;
         let mut w = Array2::<f64>::zeros((f, units));
         let mut b = Array1::<f64>::zeros(units);
         for range in planner::ranges(units, chunk) {
             let uc = range.len();
-            let yb = ctx.upload(
-                &contiguous(y.slice(s![.., range.clone()])),
-                dtype,
-                "Y chunk",
-            )?;
+            let yb = ctx.upload_matrix(y.slice(s![.., range.clone()]), dtype, "Y chunk")?;
             let h = ctx.zeros(uc * p, eb, "H")?;
             let mut idx_host: Vec<u32> = Vec::with_capacity(uc * m);
             for u in range.clone() {
@@ -427,8 +411,7 @@ impl RidgeOps for GpuOps {
             let rhs = self.at_b(x1.view(), y, dtype)?;
             linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
         } else {
-            let x1t = x1.t().as_standard_layout().into_owned();
-            let mut k = self.gram(x1t.view(), dtype)?;
+            let mut k = self.gram(x1.t(), dtype)?;
             k.add_diag(alpha);
             let z = linalg::spd_solve(k, y, "ridge dual system X1 X1' + alpha I")?;
             self.at_b(x1.view(), z.view(), dtype)?
@@ -447,8 +430,7 @@ impl RidgeOps for GpuOps {
         dtype: Dtype,
     ) -> Result<Array2<f64>> {
         self.check_dtype(dtype)?;
-        let xt = x.t().as_standard_layout().into_owned();
-        let mut out = self.at_b(xt.view(), w, dtype)?;
+        let mut out = self.at_b(x.t(), w, dtype)?;
         out += &b.insert_axis(Axis(0));
         Ok(out)
     }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuOps;
 use crate::ops::RidgeOps;
 use crate::Dtype;
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, CowArray, Ix2};
 use select::TieBreak;
 use std::time::{Duration, Instant};
 
@@ -120,10 +120,13 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
     }
     let unit_shape: Vec<usize> = y.shape()[1..].to_vec();
     let dtype = params.dtype;
-    let mut x = x.to_owned();
+    // f32 fits round their inputs first; f64 fits use X as given (no copy)
+    let x: CowArray<f64, Ix2> = match dtype {
+        Dtype::F64 => x.into(),
+        Dtype::F32 => x.mapv(|v| dtype.round(v)).into(),
+    };
     let mut y2 = shape::flatten_units(y);
     if dtype == Dtype::F32 {
-        x.mapv_inplace(|v| dtype.round(v));
         y2.mapv_inplace(|v| dtype.round(v));
     }
     check_finite(x.view(), "X", false)?;
@@ -246,7 +249,7 @@ fn run_fit(
         let (w, b) = ops.solve_selected(x, y, sel.view(), params.alpha, dtype, 0, &report)?;
         timings.push(("gram + per-unit solves".to_string(), t2.elapsed()));
         report(units);
-        corr_abs = Some(corr.t().to_owned());
+        corr_abs = Some(corr.reversed_axes()); // F × U without a copy
         selected = Some(sel);
         (w, b, FitPath::Selected)
     };

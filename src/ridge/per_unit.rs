@@ -24,7 +24,7 @@ pub struct PerUnitFit {
 }
 
 /// |r| of every column of `x` with `y` (no low-variance zeroing; NaN where a variance is 0).
-fn unit_abs_corr(x: &Array2<f64>, y: &[f64]) -> Vec<f64> {
+fn unit_abs_corr(x: ArrayView2<f64>, y: &[f64]) -> Vec<f64> {
     let n = y.len() as f64;
     let ym = y.iter().sum::<f64>() / n;
     let yc: Vec<f64> = y.iter().map(|v| v - ym).collect();
@@ -104,12 +104,17 @@ pub fn fit_per_unit(
                     rows.len()
                 )));
             }
-            let xr = x.select(ndarray::Axis(0), &rows);
+            // copy the rows only when some are dropped
+            let xr: ndarray::CowArray<f64, ndarray::Ix2> = if rows.len() == n {
+                x.into()
+            } else {
+                x.select(ndarray::Axis(0), &rows).into()
+            };
             let yr: Vec<f64> = rows.iter().map(|&i| y[(i, u)]).collect();
             let sel: Vec<usize> = if no_selection {
                 (0..f).collect()
             } else {
-                let a = unit_abs_corr(&xr, &yr);
+                let a = unit_abs_corr(xr.view(), &yr);
                 top_k(&a, k, TieBreak::LowerIndex)
                     .into_iter()
                     .map(|i| i as usize)
