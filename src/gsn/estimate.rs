@@ -94,6 +94,24 @@ fn noise_parts(data: ArrayView3<f64>, trials: &[Vec<usize>]) -> Vec<Option<CondN
         .collect()
 }
 
+/// How the noise covariance enters the signal estimate.
+enum NoiseModel {
+    /// Trial-count scaling (even and uneven data): `cD − N/n` in the signal and biconvex steps,
+    /// `cSb − cNb/difference` for the difference eigendecomposition (the mean valid-trial count).
+    Trials { n: f64, difference: f64 },
+    /// Per-entry bias factor of the missing-units mode: `cD − N∘alpha` everywhere.
+    Alpha(Array2<f64>),
+}
+
+impl NoiseModel {
+    fn scale(&self) -> NoiseScale<'_> {
+        match self {
+            NoiseModel::Trials { n, .. } => NoiseScale::Divisor(*n),
+            NoiseModel::Alpha(a) => NoiseScale::Elementwise(a.view()),
+        }
+    }
+}
+
 /// Everything the common tail (signal, ncsnr, biconvex, eig) needs.
 struct Estimates {
     cn: Array2<f64>,
@@ -103,10 +121,8 @@ struct Estimates {
     level_d: f64,
     nll_n: Vec<f64>,
     nll_d: Vec<f64>,
-    scale_divisor: Option<f64>,
-    alpha: Option<Array2<f64>>,
+    noise: NoiseModel,
     k: f64,
-    difference_divisor: f64,
 }
 
 /// Runs the whole pipeline with `ops` as the scorer.
@@ -131,11 +147,7 @@ pub fn run(
         t0.elapsed(),
     ));
     let t1 = Instant::now();
-    let scale = match (&est.alpha, est.scale_divisor) {
-        (Some(a), _) => NoiseScale::Elementwise(a.view()),
-        (None, Some(d)) => NoiseScale::Divisor(d),
-        (None, None) => unreachable!("one noise scale is always set"),
-    };
+    let scale = est.noise.scale();
     let cs = scale.signal(est.cd.view(), est.cn.view());
     let ncsnr = Array1::from_shape_fn(n, |i| {
         let s = cs[(i, i)].max(0.0).sqrt();
@@ -166,9 +178,9 @@ pub fn run(
         r.eigvecs_signal = want(ReturnItem::EigvecsSignal).then_some(e);
     }
     if want(ReturnItem::EigvalsDifference) || want(ReturnItem::EigvecsDifference) {
-        let diff = match &est.alpha {
-            Some(a) => &bc.csb - &(&bc.cnb * a),
-            None => &bc.csb - &(&bc.cnb / est.difference_divisor),
+        let diff = match &est.noise {
+            NoiseModel::Alpha(a) => &bc.csb - &(&bc.cnb * a),
+            NoiseModel::Trials { difference, .. } => &bc.csb - &(&bc.cnb / *difference),
         };
         let (v, e) = psd::sorted_eig(diff.view())?;
         r.eigvals_difference = want(ReturnItem::EigvalsDifference).then_some(v);
@@ -259,10 +271,11 @@ fn pooled_path(
         level_d: levels[kd],
         nll_n,
         nll_d,
-        scale_divisor: Some(n_min as f64),
-        alpha: None,
+        noise: NoiseModel::Trials {
+            n: n_min as f64,
+            difference: cnt.iter().sum::<usize>() as f64 / c as f64,
+        },
         k,
-        difference_divisor: cnt.iter().sum::<usize>() as f64 / c as f64,
     })
 }
 
@@ -418,9 +431,7 @@ fn missing_path(
         level_d,
         nll_n,
         nll_d,
-        scale_divisor: None,
-        alpha: Some(alpha),
+        noise: NoiseModel::Alpha(alpha),
         k,
-        difference_divisor: 1.0,
     })
 }

@@ -120,18 +120,15 @@ pub fn biconvex(
     let mut nb = cn.to_owned();
     let mut s_prev = scale.signal(cd, cn);
     let mut n_prev = cn.to_owned();
-    let mut it = 0;
-    let mut sb = s_prev.clone();
-    for _ in 0..100 {
-        sb = nearest_psd(scale.signal(cd, nb.view()).view())?;
+    const CAP: usize = 100;
+    for it in 0..CAP {
+        let sb = nearest_psd(scale.signal(cd, nb.view()).view())?;
         let target = &cn * a + &((&cd - &sb) * (b * k));
         nb = nearest_psd(target.view())?;
         let converged = if n_units == 1 {
             (s_prev[(0, 0)] - sb[(0, 0)]).abs() < 1e-5 && (n_prev[(0, 0)] - nb[(0, 0)]).abs() < 1e-5
         } else {
-            let rs = pearson(s_prev.view(), sb.view());
-            let rn = pearson(n_prev.view(), nb.view());
-            rs > 0.999 && rn > 0.999
+            pearson(s_prev.view(), sb.view()) > 0.999 && pearson(n_prev.view(), nb.view()) > 0.999
         };
         if converged {
             return Ok(Biconvex {
@@ -140,14 +137,14 @@ pub fn biconvex(
                 numiters: it,
             });
         }
-        it += 1;
-        s_prev = sb.clone();
+        s_prev = sb;
         n_prev = nb.clone();
     }
+    // never converged: the last iterate, numiters = the cap
     Ok(Biconvex {
-        csb: sb,
+        csb: s_prev,
         cnb: nb,
-        numiters: it,
+        numiters: CAP,
     })
 }
 
