@@ -135,3 +135,29 @@ fn auto_never_picks_a_software_adapter() {
         );
     }
 }
+
+#[test]
+fn auto_falls_back_to_the_cpu_on_a_gpu_error_but_explicit_gpu_fails() {
+    use neurofit::device::{resolve, with_cpu_fallback, Resolved};
+    let Some(dev) = test_gpu(false) else { return };
+    let gpu = resolve(&dev, Dtype::F32, 1.0).unwrap();
+    assert!(!gpu.is_cpu());
+    let work = |r: &Resolved| -> neurofit::Result<&'static str> {
+        if r.is_cpu() {
+            Ok("cpu")
+        } else {
+            Err(neurofit::Error::Gpu("simulated device loss".into()))
+        }
+    };
+    let (v, warning) = with_cpu_fallback(&Device::Auto, &gpu, "fit", work).unwrap();
+    assert_eq!(v, "cpu");
+    assert!(warning.unwrap().contains("simulated device loss"));
+    assert!(
+        with_cpu_fallback(&dev, &gpu, "fit", work).is_err(),
+        "an explicit gpu request must not fall back"
+    );
+    // errors about the input are not retried either
+    let bad =
+        |_: &Resolved| -> neurofit::Result<()> { Err(neurofit::Error::InvalidInput("bad".into())) };
+    assert!(with_cpu_fallback(&Device::Auto, &gpu, "fit", bad).is_err());
+}

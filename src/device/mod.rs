@@ -203,6 +203,25 @@ pub fn resolve(device: &Device, dtype: Dtype, flops: f64) -> Result<Resolved> {
     }
 }
 
+/// Runs `work` on `resolved`. When it fails with a device error (GPU validation error, device
+/// loss, out of memory, unavailable device) and the request was `auto` on a GPU, logs a warning
+/// and runs `work` again on the CPU. Returns the result and that warning, if any.
+pub fn with_cpu_fallback<T>(
+    requested: &Device,
+    resolved: &Resolved,
+    what: &str,
+    work: impl Fn(&Resolved) -> Result<T>,
+) -> Result<(T, Option<String>)> {
+    match work(resolved) {
+        Err(e) if e.is_device_error() && *requested == Device::Auto && !resolved.is_cpu() => {
+            let warning = format!("GPU {what} failed ({e}); fell back to the CPU");
+            log::warn!("{warning}");
+            Ok((work(&Resolved::Cpu)?, Some(warning)))
+        }
+        r => r.map(|v| (v, None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +251,14 @@ mod tests {
         for s in ["auto", "cpu", "gpu", "gpu:3", "gpu:nvidia"] {
             assert_eq!(s.parse::<Device>().unwrap().to_string(), s);
         }
+    }
+
+    #[test]
+    fn cpu_errors_are_not_retried() {
+        let r = with_cpu_fallback(&Device::Auto, &Resolved::Cpu, "fit", |_| -> Result<()> {
+            Err(Error::Gpu("boom".into()))
+        });
+        assert!(r.is_err());
     }
 
     #[test]

@@ -254,10 +254,10 @@ pub fn perform_gsn(data: ArrayView3<f64>, opt: &GsnOptions) -> Result<GsnResult>
         )));
     }
     let levels = opt.levels()?;
-    let data = if opt.dtype == Dtype::F32 {
-        data.mapv(|v| v as f32 as f64)
-    } else {
-        data.to_owned()
+    // f32 rounds its input first; f64 uses the data as given (no copy)
+    let data: ndarray::CowArray<f64, ndarray::Ix3> = match opt.dtype {
+        Dtype::F64 => data.into(),
+        Dtype::F32 => data.mapv(|v| v as f32 as f64).into(),
     };
     let flops = 2.0 * levels.len() as f64 * (n as f64).powi(3) / 3.0;
     let resolved = device::resolve(&opt.device, opt.dtype, flops)?;
@@ -267,16 +267,8 @@ pub fn perform_gsn(data: ArrayView3<f64>, opt: &GsnOptions) -> Result<GsnResult>
         r.device = res.describe();
         Ok(r)
     };
-    let mut r = match run(&resolved) {
-        Err(e) if e.is_device_error() && opt.device == Device::Auto && !resolved.is_cpu() => {
-            log::warn!("GPU scorer failed ({e}); falling back to the CPU");
-            let mut r = run(&Resolved::Cpu)?;
-            r.warnings
-                .push(format!("GPU scorer failed ({e}); fell back to the CPU"));
-            r
-        }
-        other => other?,
-    };
+    let (mut r, fell_back) = device::with_cpu_fallback(&opt.device, &resolved, "scorer", run)?;
+    r.warnings.extend(fell_back);
     if opt.dtype == Dtype::F32 {
         let round = |a: &mut Array2<f64>| a.mapv_inplace(|v| v as f32 as f64);
         round(&mut r.mn_s);

@@ -151,8 +151,8 @@ pub enum NpzMember {
     F32(ArrayD<f32>),
     /// bool data.
     Bool(ArrayD<bool>),
-    /// A string stored as a 0-d array of unicode code points (u32) is awkward in numpy; we store
-    /// text options as a 1-d u8 array of UTF-8 bytes.
+    /// Text (an option value), stored as a 1-d `uint8` array of its UTF-8 bytes
+    /// (`bytes(a).decode()` in numpy); ndarray-npy cannot write numpy unicode arrays.
     Text(String),
     /// An i64 array.
     I64(ArrayD<i64>),

@@ -177,16 +177,9 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             warnings.clone(),
         )
     };
-    match run(&resolved) {
-        Err(e) if e.is_device_error() && params.device == Device::Auto && !resolved.is_cpu() => {
-            log::warn!("GPU fit failed ({e}); falling back to the CPU");
-            let mut out = run(&Resolved::Cpu)?;
-            out.warnings
-                .push(format!("GPU fit failed ({e}); fell back to the CPU"));
-            Ok(out)
-        }
-        other => other,
-    }
+    let (mut out, fell_back) = device::with_cpu_fallback(&params.device, &resolved, "fit", run)?;
+    out.warnings.extend(fell_back);
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]

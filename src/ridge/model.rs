@@ -4,10 +4,10 @@
 use super::params::SpatialNorm;
 use super::per_unit::normalized_columns;
 use super::shape::{flatten_any, unflatten_units};
-use crate::device::{self, Resolved};
+use crate::device;
 use crate::error::{Error, Result};
 use crate::Dtype;
-use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, IxDyn};
+use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, CowArray, Ix2};
 
 /// A FastL2LiR model.
 #[derive(Debug, Clone)]
@@ -119,7 +119,11 @@ impl RidgeModel {
         if rows == 0 {
             return Err(Error::InvalidInput("X has no samples".into()));
         }
-        let xr = x.mapv(|v| self.dtype.round(v));
+        // an f32 model rounds its input first; f64 uses X as given (no copy)
+        let xr: CowArray<f64, Ix2> = match self.dtype {
+            Dtype::F64 => x.into(),
+            Dtype::F32 => x.mapv(|v| self.dtype.round(v)).into(),
+        };
         if let Some(((i, j), v)) = xr.indexed_iter().find(|(_, v)| !v.is_finite()) {
             return Err(Error::NonFinite(format!("X has {v} at [{i}, {j}]")));
         }
@@ -140,29 +144,15 @@ impl RidgeModel {
         } else {
             let flops = 2.0 * (rows * f * units) as f64;
             let resolved = device::resolve(device, self.dtype, flops)?;
-            let ops = super::backend(&resolved, None, 0);
-            match ops.predict(xr.view(), w.view(), b.view(), self.dtype) {
-                Err(e)
-                    if e.is_device_error()
-                        && *device == device::Device::Auto
-                        && !resolved.is_cpu() =>
-                {
-                    log::warn!("GPU predict failed ({e}); falling back to the CPU");
-                    super::backend(&Resolved::Cpu, None, 0).predict(
-                        xr.view(),
-                        w.view(),
-                        b.view(),
-                        self.dtype,
-                    )?
-                }
-                r => r?,
-            }
+            device::with_cpu_fallback(device, &resolved, "predict", |res| {
+                super::backend(res, None, 0).predict(xr.view(), w.view(), b.view(), self.dtype)
+            })?
+            .0
         };
-        let out = out.mapv(|v| self.dtype.round(v));
-        let mut shape = vec![rows];
-        shape.extend_from_slice(self.unit_shape());
-        let res = unflatten_units(out.view(), self.unit_shape());
-        debug_assert_eq!(res.shape(), &shape[..]);
-        Ok(res.into_dimensionality::<IxDyn>().expect("dynamic"))
+        let mut out = out;
+        if self.dtype == Dtype::F32 {
+            out.mapv_inplace(|v| self.dtype.round(v));
+        }
+        Ok(unflatten_units(out.view(), self.unit_shape()))
     }
 }
