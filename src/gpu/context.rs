@@ -259,8 +259,9 @@ impl GpuContext {
         prof.next = 0;
         let period = self.queue.get_timestamp_period() as f64;
         drop(guard);
-        let raw = self.download_bytes(&resolve, count as u64 * 8, "timestamps")?;
-        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
+        let ticks: Vec<u64> = self.read_back(&resolve, count as u64 * 8, "timestamps", |raw| {
+            bytemuck::pod_collect_to_vec(raw)
+        })?;
         let ns: f64 = ticks
             .chunks(2)
             .map(|c| c[1].saturating_sub(c[0]) as f64 * period)
@@ -565,26 +566,37 @@ impl GpuContext {
 
     /// Copies `src` back to the host as f64 values.
     pub fn download(&self, src: &DevBuf, what: &str) -> Result<Vec<f64>> {
-        let bytes = self.download_bytes(&src.buf, src.len as u64 * src.elem, what)?;
-        Ok(match src.elem {
-            8 => bytemuck::pod_collect_to_vec::<u8, f64>(&bytes),
-            4 => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes)
-                .into_iter()
-                .map(|v| v as f64)
+        let elem = src.elem;
+        if elem != 4 && elem != 8 {
+            return Err(Error::Gpu(format!("{what}: unexpected element size")));
+        }
+        self.read_back(&src.buf, src.len as u64 * elem, what, |bytes| match elem {
+            8 => bytemuck::pod_collect_to_vec::<u8, f64>(bytes),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
                 .collect(),
-            _ => return Err(Error::Gpu(format!("{what}: unexpected element size"))),
         })
     }
 
     /// Copies a u32 buffer back to the host.
     pub fn download_u32(&self, src: &DevBuf, what: &str) -> Result<Vec<u32>> {
-        let bytes = self.download_bytes(&src.buf, src.len as u64 * 4, what)?;
-        Ok(bytemuck::pod_collect_to_vec::<u8, u32>(&bytes))
+        self.read_back(&src.buf, src.len as u64 * 4, what, |bytes| {
+            bytemuck::pod_collect_to_vec::<u8, u32>(bytes)
+        })
     }
 
-    fn download_bytes(&self, src: &wgpu::Buffer, bytes: u64, what: &str) -> Result<Vec<u8>> {
+    /// Copies the first `bytes` of `src` into a staging buffer, maps it and hands the mapped
+    /// bytes to `convert` (no intermediate host copy).
+    fn read_back<T>(
+        &self,
+        src: &wgpu::Buffer,
+        bytes: u64,
+        what: &str,
+        convert: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         if bytes == 0 {
-            return Ok(Vec::new());
+            return Ok(convert(&[]));
         }
         let size = bytes.div_ceil(4) * 4;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -610,7 +622,7 @@ impl GpuContext {
         let data = slice
             .get_mapped_range()
             .map_err(|e| Error::Gpu(format!("{what}: {e}")))?;
-        let out = data[..bytes as usize].to_vec();
+        let out = convert(&data[..bytes as usize]);
         drop(data);
         staging.unmap();
         Ok(out)
