@@ -359,52 +359,46 @@ fn run_gsn(a: GsnArgs, quiet: bool) -> Result<()> {
         ))
     })?;
     let r = neurofit::gsn::perform_gsn(data.view(), &opt)?;
+    // in an f32 run the reference returns mnN, mnS, ncsnr, cN and cS as f32, the rest as f64
     let small = |x: ArrayD<f64>| match dtype {
         Dtype::F64 => NpzMember::F64(x),
         Dtype::F32 => NpzMember::F32(x.mapv(|v| v as f32)),
     };
+    let scalar = |v: f64| NpzMember::F64(ndarray::arr0(v).into_dyn());
     let mut m = vec![
-        ("mnN", small(r.mn_n.clone().into_dyn())),
-        ("mnS", small(r.mn_s.clone().into_dyn())),
-        ("ncsnr", small(r.ncsnr.clone().into_dyn())),
-        (
-            "shrinklevelN",
-            NpzMember::F64(ndarray::arr0(r.shrinklevel_n).into_dyn()),
-        ),
-        (
-            "shrinklevelD",
-            NpzMember::F64(ndarray::arr0(r.shrinklevel_d).into_dyn()),
-        ),
+        ("mnN", small(r.mn_n.into_dyn())),
+        ("mnS", small(r.mn_s.into_dyn())),
+        ("ncsnr", small(r.ncsnr.into_dyn())),
+        ("shrinklevelN", scalar(r.shrinklevel_n)),
+        ("shrinklevelD", scalar(r.shrinklevel_d)),
         (
             "numiters",
             NpzMember::I64(ndarray::arr0(r.numiters as i64).into_dyn()),
         ),
     ];
-    let f64m = |x: ArrayD<f64>| NpzMember::F64(x);
-    if let Some(x) = r.c_n.clone() {
-        m.push(("cN", small(x.into_dyn())));
-    }
-    if let Some(x) = r.c_s.clone() {
-        m.push(("cS", small(x.into_dyn())));
-    }
-    if let Some(x) = r.c_nb.clone() {
-        m.push(("cNb", f64m(x.into_dyn())));
-    }
-    if let Some(x) = r.c_sb.clone() {
-        m.push(("cSb", f64m(x.into_dyn())));
-    }
-    if let Some(x) = r.eigvecs_signal.clone() {
-        m.push(("eigvecs_signal", f64m(x.into_dyn())));
-    }
-    if let Some(x) = r.eigvals_signal.clone() {
-        m.push(("eigvals_signal", f64m(x.into_dyn())));
-    }
-    if let Some(x) = r.eigvecs_difference.clone() {
-        m.push(("eigvecs_difference", f64m(x.into_dyn())));
-    }
-    if let Some(x) = r.eigvals_difference.clone() {
-        m.push(("eigvals_difference", f64m(x.into_dyn())));
-    }
+    let optional = [
+        ("cN", r.c_n.map(|x| small(x.into_dyn()))),
+        ("cS", r.c_s.map(|x| small(x.into_dyn()))),
+        ("cNb", r.c_nb.map(|x| NpzMember::F64(x.into_dyn()))),
+        ("cSb", r.c_sb.map(|x| NpzMember::F64(x.into_dyn()))),
+        (
+            "eigvecs_signal",
+            r.eigvecs_signal.map(|x| NpzMember::F64(x.into_dyn())),
+        ),
+        (
+            "eigvals_signal",
+            r.eigvals_signal.map(|x| NpzMember::F64(x.into_dyn())),
+        ),
+        (
+            "eigvecs_difference",
+            r.eigvecs_difference.map(|x| NpzMember::F64(x.into_dyn())),
+        ),
+        (
+            "eigvals_difference",
+            r.eigvals_difference.map(|x| NpzMember::F64(x.into_dyn())),
+        ),
+    ];
+    m.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
     io::write_npz(&a.out, m)?;
     if !quiet {
         eprintln!(
