@@ -165,6 +165,12 @@ fn chunked_cpu_scorer_equals_unchunked_exactly() {
         .shrinkage_nll(c.view(), pts.view(), &levels)
         .unwrap();
     let st = CpuOps::nll_stage(40, pts.nrows(), levels.len());
+    let lim = neurofit::device::planner::Limits::cpu(st.fixed + st.per_item);
+    assert_eq!(
+        neurofit::device::planner::items_per_chunk(&st, &lim).unwrap(),
+        1,
+        "one level per chunk"
+    );
     let tiny = CpuOps::new(st.fixed + st.per_item)
         .shrinkage_nll(c.view(), pts.view(), &levels)
         .unwrap();

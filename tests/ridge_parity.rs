@@ -100,6 +100,12 @@ fn tiny_cpu_budget_gives_identical_results() {
     let st = CpuOps::solve_stage(120, 80, 23, 10);
     let mut p = params(10, 3.0, Dtype::F64, Device::Cpu);
     p.max_memory = Some(st.fixed + 2 * st.per_item);
+    let lim = neurofit::device::planner::Limits::cpu(st.fixed + 2 * st.per_item);
+    assert_eq!(
+        neurofit::device::planner::items_per_chunk(&st, &lim).unwrap(),
+        2,
+        "the budget must force chunks of 2 units"
+    );
     let tiny = run(&x, &y, p);
     assert!(same(&full.model.w, &tiny.model.w) && same(&full.model.b, &tiny.model.b));
     let mut p = params(10, 3.0, Dtype::F64, Device::Cpu);
@@ -116,6 +122,16 @@ fn tiny_gpu_budget_gives_identical_results() {
     let st = GpuOps::solve_stage(120, 80, 23, 10, 8, 8);
     let mut p = params(10, 3.0, Dtype::F64, gpu.clone());
     p.max_memory = Some(st.fixed + 3 * st.per_item);
+    let lim = neurofit::device::planner::Limits {
+        budget: st.fixed + 3 * st.per_item,
+        max_binding: u64::MAX,
+        max_items: 65535,
+    };
+    assert_eq!(
+        neurofit::device::planner::items_per_chunk(&st, &lim).unwrap(),
+        3,
+        "the budget must force chunks of 3 units"
+    );
     let tiny = run(&x, &y, p);
     assert!(same(&full.model.w, &tiny.model.w) && same(&full.model.b, &tiny.model.b));
     let mut p = params(10, 3.0, Dtype::F64, gpu);
