@@ -188,13 +188,14 @@ impl RidgeOps for CpuOps {
         _dtype: Dtype,
     ) -> Result<(Array2<f64>, Array1<f64>)> {
         let (n, f) = x.dim();
-        let x1 = with_bias(x);
         let theta = if n > f + 1 {
-            let mut g = linalg::gram_lower(x1.view());
+            let x1t = linalg::transposed_with_bias(x);
+            let mut g = linalg::gram_lower_t(x1t.as_ref());
             g.add_diag(alpha);
-            let rhs = linalg::at_b(x1.view(), y);
+            let rhs = linalg::cross_t(x1t.as_ref(), linalg::transposed(y).as_ref());
             linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
         } else {
+            let x1 = with_bias(x);
             let mut k = linalg::gram_lower(x1.t());
             k.add_diag(alpha);
             let z = linalg::spd_solve(k, y, "ridge dual system X1 X1' + alpha I")?;
