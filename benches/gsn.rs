@@ -2,28 +2,30 @@
 //! plus noise) and the shrinkage-NLL scorer alone (51 levels) at N = 500, 1000. CPU always; GPU
 //! when a hardware adapter exists or `NEUROFIT_BENCH_GPU` names a device.
 
+mod common;
+
+use common::devices;
 use criterion::{criterion_group, criterion_main, Criterion};
-use ndarray::{Array2, Array3};
-use neurofit::demo::Rng;
-use neurofit::device::{resolve, Resolved};
+use ndarray::Array2;
+use neurofit::backend::Backend;
+use neurofit::dispatch::{self, Job};
 use neurofit::gsn::{perform_gsn, GsnOptions};
-use neurofit::{Device, Dtype};
+use neurofit::simulate::{gsn_responses, Rng};
+use neurofit::Dtype;
 use std::time::Duration;
 
-fn devices() -> Vec<(String, Device)> {
-    let mut v = vec![("cpu".to_string(), Device::Cpu)];
-    v.extend(neurofit::bench::criterion_gpu());
-    v
+/// The scorer alone, as a job on the chosen backend.
+struct Nll<'a> {
+    cov: &'a Array2<f64>,
+    pts: &'a Array2<f64>,
+    levels: &'a [f64],
 }
 
-/// Low-rank signal plus noise, `n × c × t`.
-pub fn simulate(n: usize, c: usize, t: usize, seed: u64) -> Array3<f64> {
-    let mut r = Rng::new(seed);
-    let rank = 10.min(n);
-    let basis = Array2::from_shape_fn((n, rank), |_| r.normal());
-    let sig = Array2::from_shape_fn((rank, c), |_| r.normal());
-    let s = basis.dot(&sig) / (rank as f64).sqrt();
-    Array3::from_shape_fn((n, c, t), |(i, ci, _)| s[(i, ci)] + 1.5 * r.normal())
+impl Job for Nll<'_> {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(&self, be: &B) -> neurofit::Result<Vec<f64>> {
+        be.shrinkage_nll(self.cov.view(), self.pts.view(), self.levels, Dtype::F64)
+    }
 }
 
 fn gsn(c: &mut Criterion) {
@@ -32,7 +34,7 @@ fn gsn(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(2));
     for n in [200usize, 500, 1000] {
-        let data = simulate(n, 200, 3, n as u64);
+        let data = gsn_responses(n, 200, 3, 1.5, n as u64);
         for (name, dev) in devices() {
             let opt = GsnOptions {
                 device: dev,
@@ -55,13 +57,14 @@ fn gsn(c: &mut Criterion) {
         let cov = a.t().dot(&a) / (2 * n) as f64;
         let pts = Array2::from_shape_fn((120, n), |_| r.normal());
         for (name, dev) in devices() {
-            let res: Resolved = resolve(&dev, Dtype::F64, 1.0).expect("device");
-            let ops = neurofit::gsn::backend(&res, None, Dtype::F64);
+            let be = dispatch::resolve(&dev, Dtype::F64, f64::INFINITY, None).expect("device");
+            let job = Nll {
+                cov: &cov,
+                pts: &pts,
+                levels: &levels,
+            };
             g.bench_function(format!("N{n}/{name}"), |b| {
-                b.iter(|| {
-                    ops.shrinkage_nll(cov.view(), pts.view(), &levels)
-                        .expect("nll")
-                })
+                b.iter(|| be.run(&job).expect("nll"))
             });
         }
     }

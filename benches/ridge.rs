@@ -5,30 +5,33 @@
 //! Shapes follow the issue: fc8-like (n=1000, F=15000, U=1000, k=500, α=100; f64 and f32),
 //! a smaller F=4000 variant, and conv4-like chunked (units (5,28,28), chunk_size 784).
 
+mod common;
+
+use common::devices;
 use criterion::{criterion_group, criterion_main, Criterion};
 use neurofit::ridge::{fit, FitParams};
-use neurofit::{Device, Dtype};
+use neurofit::Dtype;
 use std::time::Duration;
 
-fn devices() -> Vec<(String, Device)> {
-    let mut v = vec![("cpu".to_string(), Device::Cpu)];
-    v.extend(neurofit::bench::criterion_gpu());
-    v
-}
-
-#[allow(clippy::too_many_arguments)]
-fn bench_case(
-    c: &mut Criterion,
-    name: &str,
+/// One fit shape: `n × f` inputs, units of `unit_shape`, `k` features per unit, `chunk_size`.
+struct Shape<'a> {
     n: usize,
     f: usize,
-    unit_shape: &[usize],
+    unit_shape: &'a [usize],
     k: usize,
     chunk: usize,
-    dtypes: &[Dtype],
-) {
+}
+
+fn bench_case(c: &mut Criterion, name: &str, shape: Shape, dtypes: &[Dtype]) {
+    let Shape {
+        n,
+        f,
+        unit_shape,
+        k,
+        chunk,
+    } = shape;
     let units: usize = unit_shape.iter().product();
-    let sim = neurofit::demo::simulate(n, f, units, 1);
+    let sim = neurofit::simulate::simulate(n, f, units, 1);
     let mut shape = vec![n];
     shape.extend_from_slice(unit_shape);
     let y = sim
@@ -58,34 +61,27 @@ fn bench_case(
 }
 
 fn ridge(c: &mut Criterion) {
-    bench_case(
-        c,
-        "fc8_n1000_F15000_U1000_k500",
-        1000,
-        15000,
-        &[1000],
-        500,
-        0,
-        &[Dtype::F64, Dtype::F32],
-    );
-    bench_case(
-        c,
-        "F4000_n1000_U1000_k500",
-        1000,
-        4000,
-        &[1000],
-        500,
-        0,
-        &[Dtype::F64, Dtype::F32],
-    );
+    let both = [Dtype::F64, Dtype::F32];
+    let fc8 = |f| Shape {
+        n: 1000,
+        f,
+        unit_shape: &[1000],
+        k: 500,
+        chunk: 0,
+    };
+    bench_case(c, "fc8_n1000_F15000_U1000_k500", fc8(15000), &both);
+    bench_case(c, "F4000_n1000_U1000_k500", fc8(4000), &both);
+    let conv4 = Shape {
+        n: 1000,
+        f: 15000,
+        unit_shape: &[5, 28, 28],
+        k: 500,
+        chunk: 784,
+    };
     bench_case(
         c,
         "conv4_n1000_F15000_U5x28x28_k500_chunk784",
-        1000,
-        15000,
-        &[5, 28, 28],
-        500,
-        784,
+        conv4,
         &[Dtype::F64],
     );
 }

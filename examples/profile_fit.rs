@@ -8,7 +8,7 @@ fn main() -> neurofit::Result<()> {
     let (n, f, u, k) = (num(0, 1000), num(1, 15000), num(2, 1000), num(3, 500));
     let dtype = a.get(4).map(|s| s.parse()).transpose()?.unwrap_or_default();
     let device = a.get(5).map(|s| s.parse()).transpose()?.unwrap_or_default();
-    let sim = neurofit::demo::simulate(n, f, u, 1);
+    let sim = neurofit::simulate::simulate(n, f, u, 1);
     let p = FitParams {
         alpha: 100.0,
         n_feat: k,

@@ -1,7 +1,7 @@
 // cholesky.wgsl — batched Cholesky factorisation and triangular solves, one workgroup per
 // matrix, with a per-matrix status (a failed matrix never aborts the batch).
 //
-// Inputs (host prepends `alias sreal = f32|f64;`):
+// Inputs (the host prepends its prelude: `alias sreal = f32|f64;` and the constants of KernelParams, e.g. WG):
 //   sys:    batch × m × m, row-major per matrix; the lower triangle holds A on entry and L on exit
 //   rhs:    batch × m; b on entry, the solution of A x = b after `forward` then `backward`
 //   status: batch; 0 = fine, j + 1 = the pivot of column j was ≤ p.tol · (original diagonal j),
@@ -12,7 +12,7 @@
 //   factor    right-looking: pivot, scale column j, rank-1 update of the trailing lower triangle
 //   forward   L y = b, column-oriented
 //   backward  Lᵀ x = y, columns from p.j1 − 1 down to p.j0
-// Workgroup mapping: workgroup_id.x = matrix within the batch; 256 threads share each column
+// Workgroup mapping: workgroup_id.x = matrix within the batch; WG (256) threads share each column
 // step; the trailing triangle is walked by its packed index t = r(r+1)/2 + c.
 
 struct Params {
@@ -36,7 +36,7 @@ fn tri_row(t: u32) -> u32 {
     return r;
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn factor(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let u = wg.x;
     let m = p.m;
@@ -61,14 +61,14 @@ fn factor(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
         let failed = workgroupUniformLoad(&w_state);
         if (failed != 0u) { break; }
         let piv = w_val;
-        for (var i = j + 1u + tid; i < m; i += 256u) {
+        for (var i = j + 1u + tid; i < m; i += WG) {
             sys[base + i * m + j] = sys[base + i * m + j] / piv;
         }
         storageBarrier();
         workgroupBarrier();
         let s = m - j - 1u;
         let total = s * (s + 1u) / 2u;
-        for (var t = tid; t < total; t += 256u) {
+        for (var t = tid; t < total; t += WG) {
             let r = tri_row(t);
             let c = t - r * (r + 1u) / 2u;
             let i = j + 1u + r;
@@ -80,7 +80,7 @@ fn factor(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let u = wg.x;
     let m = p.m;
@@ -96,7 +96,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
             w_val = y;
         }
         let yj = workgroupUniformLoad(&w_val);
-        for (var i = j + 1u + tid; i < m; i += 256u) {
+        for (var i = j + 1u + tid; i < m; i += WG) {
             rhs[u * m + i] = rhs[u * m + i] - sys[base + i * m + j] * yj;
         }
         storageBarrier();
@@ -104,7 +104,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let u = wg.x;
     let m = p.m;
@@ -123,7 +123,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
             w_val = x;
         }
         let xj = workgroupUniformLoad(&w_val);
-        for (var i = tid; i < j; i += 256u) {
+        for (var i = tid; i < j; i += WG) {
             rhs[u * m + i] = rhs[u * m + i] - sys[base + j * m + i] * xj;
         }
         storageBarrier();

@@ -1,14 +1,14 @@
 // colstats.wgsl — column statistics of a row-major matrix, used to centre X₁ and Y before the
 // correlation product.
 //
-// Inputs (host prepends `alias real = f32|f64;`):
+// Inputs (the host prepends its prelude: `alias real = f32|f64;` and the constants WG, TILE, KT, LOW_VARIANCE, UNDEFINED_CORR of KernelParams):
 //   data: row-major rows × ld matrix, element (r, c) at data[r * p.ld + c], c < p.cols
 //   acc:  one value per column
 // Entry points:
 //   col_sum   acc[c] (+)= Σ_{r=r0}^{r1-1} data[r, c]            (one thread per column)
 //   col_sumsq acc[c] (+)= Σ_{r=r0}^{r1-1} data[r, c]²
 //   center    data[r, c] -= acc[c] / p.count for r in [r0, r1)   (one thread per element)
-// Workgroup mapping: 256 threads in x; the linear thread index spans workgroup_id.x and
+// Workgroup mapping: WG (256) threads in x; the linear thread index spans workgroup_id.x and
 // workgroup_id.y (the host splits large dispatches over y). Row slices (r1 − r0 ≤ 16 384) keep
 // per-invocation loop trips below llvmpipe's 65 535 cap.
 
@@ -22,10 +22,10 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 
 fn linear_id(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    return (wg.y * nwg.x + wg.x) * WG + lid.x;
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn col_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = linear_id(wg, nwg, lid);
@@ -35,7 +35,7 @@ fn col_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (p.accumulate == 1u) { acc[c] = acc[c] + s; } else { acc[c] = s; }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn col_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = linear_id(wg, nwg, lid);
@@ -45,7 +45,7 @@ fn col_sumsq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     if (p.accumulate == 1u) { acc[c] = acc[c] + s; } else { acc[c] = s; }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn center(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_id) lid: vec3<u32>) {
     let e = linear_id(wg, nwg, lid);

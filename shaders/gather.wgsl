@@ -1,6 +1,6 @@
 // gather.wgsl — builds each unit's (k+1)×(k+1) ridge system from the shared Gram matrix.
 //
-// Inputs (host prepends `alias real = …; alias sreal = …;`, sreal = solve precision):
+// Inputs (the host prepends its prelude: `alias real`, `alias sreal` = solve precision, and the constants of KernelParams, e.g. WG):
 //   g:   one row block of G = X₁ᵀX₁, rows [p.g_r0, p.g_r1), row-major with ld p.ldg; only the
 //        lower triangle (row ≥ col) is read
 //   h:   H = Y_chunkᵀ X₁, units × p.ldg row-major
@@ -9,7 +9,7 @@
 // diagonal; diag (units × m) a copy of that diagonal for the singularity test; rhs (units × m) = H[u, idx] (written when p.write_rhs = 1).
 // The host runs one pass per row block of G; an entry is written by the pass whose block holds
 // its row max(idx[a], idx[b]).
-// Workgroup mapping: 256 threads in x; the linear entry index (m² per system) spans
+// Workgroup mapping: WG (256) threads in x; the linear entry index (m² per system) spans
 // workgroup_id.x and workgroup_id.y (the host splits it so that neither exceeds 65 535
 // workgroups, m up to 5792); workgroup_id.z is the unit within the chunk.
 
@@ -27,11 +27,11 @@ struct Params {
 @group(0) @binding(6) var<storage, read> alpha: array<sreal>; // alpha[0], exact in sreal
 @group(0) @binding(7) var<storage, read_write> diag: array<sreal>; // units × m original diagonals
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let u = wg.z;
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    let e = (wg.y * nwg.x + wg.x) * WG + lid.x;
     let m = p.m;
     if (e >= m * m) { return; }
     let a = e / m;

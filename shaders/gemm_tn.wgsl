@@ -1,6 +1,7 @@
 // gemm_tn.wgsl — tiled C (+)= Aᵀ B over a slice of rows.
 //
-// Inputs (the host prepends `alias real = f32|f64;`):
+// Inputs (the host prepends its prelude: `alias real = f32|f64;` and the constants of KernelParams;
+// TILE = 64 and KT = 16 are assumed by the 16×16-thread, 4×4-outputs-per-thread mapping):
 //   a: row-major matrix, element (r, i) at a[r * p.lda + p.a_off + i]
 //   b: row-major matrix, element (r, j) at b[r * p.ldb + p.b_off + j]
 //   c: row-major output, element (i, j) at c[i * p.ldc + j], i < p.m, j < p.n
@@ -24,10 +25,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> c: array<real>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-const TILE: u32 = 64u;
-const KT: u32 = 16u;
-var<workgroup> ta: array<real, 1024>; // KT × TILE, (k, i) at k * TILE + i
-var<workgroup> tb: array<real, 1024>; // KT × TILE, (k, j) at k * TILE + j
+var<workgroup> ta: array<real, KT * TILE>; // KT × TILE, (k, i) at k * TILE + i
+var<workgroup> tb: array<real, KT * TILE>; // KT × TILE, (k, j) at k * TILE + j
 
 @compute @workgroup_size(16, 16, 1)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -44,7 +43,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (r >= p.r1) { break; }
         // each of the 256 threads loads 4 elements of each 16×64 tile
         for (var q = 0u; q < 4u; q++) {
-            let e = tid + q * 256u;
+            let e = tid + q * 256u; // 256 = 16 × 16 threads
             let kk = e / TILE;
             let col = e % TILE;
             let row = r + kk;

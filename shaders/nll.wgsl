@@ -1,7 +1,7 @@
 // nll.wgsl — the shrinkage-NLL scorer's device stages (the factorisation itself is
 // cholesky.wgsl `factor`, run on the same stack with tolerance 0, i.e. LAPACK potrf semantics).
 //
-// Inputs (host prepends `alias real = …; alias sreal = f32|f64;`):
+// Inputs (the host prepends its prelude: `alias real`, `alias sreal = f32|f64;` and the constants of KernelParams, e.g. WG):
 //   cov:    N × N covariance (one copy for all levels), row-major
 //   pts:    N × M held-out points, row-major (point m is column m)
 //   levels: the shrinkage levels of this chunk
@@ -13,7 +13,7 @@
 //   rowsq, logd: L × N  per row: Σ_m y², and L_ii (the host takes the logarithm in f64:
 //                       GLSL.std.450 `Log` is defined for 16/32-bit floats only, so f64 `log`
 //                       is not portable)
-// Entry points and workgroup mapping (256 threads in x):
+// Entry points and workgroup mapping (WG = 256 threads in x):
 //   build      the linear entry index spans workgroup_id.x and .y (max(N·N, N·M) entries, split
 //              by the host to stay within 65 535 workgroups per dimension); workgroup_id.z = level.
 //              sys = Sh_λ(cov) (off-diagonals × λ), diag; and copies pts into y
@@ -37,11 +37,11 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> logd: array<sreal>;
 @group(0) @binding(9) var<uniform> p: Params;
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn build(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_id) lid: vec3<u32>) {
     let l = wg.z;
-    let e = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+    let e = (wg.y * nwg.x + wg.x) * WG + lid.x;
     let nn = p.n * p.n;
     if (e < nn) {
         let i = e / p.n;
@@ -61,10 +61,10 @@ fn build(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn trsm_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let l = wg.y;
-    let col = wg.x * 256u + lid.x;
+    let col = wg.x * WG + lid.x;
     if (col >= p.m || status[l] != 0u) { return; }
     let nn = p.n * p.n;
     let nm = p.n * p.m;
@@ -77,10 +77,10 @@ fn trsm_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     }
 }
 
-@compute @workgroup_size(256, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let l = wg.y;
-    let i = wg.x * 256u + lid.x;
+    let i = wg.x * WG + lid.x;
     if (i >= p.n || status[l] != 0u) { return; }
     let nn = p.n * p.n;
     let nm = p.n * p.m;

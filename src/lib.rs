@@ -15,21 +15,27 @@
 //! # Ok::<(), neurofit::Error>(())
 //! ```
 //!
-//! The model layer ([`ridge`], [`gsn`]) is written once against the backend operations in
-//! [`ops`]; [`cpu`] and [`gpu`] implement them; [`device`] resolves what runs where and plans
-//! chunks that fit the memory budget.
+//! Layers, each importing only those below it:
+//!
+//! * models: [`ridge`] (FastL2LiR) and [`gsn`], written once, generic over the backend;
+//! * [`dispatch`]: a [`Device`] request resolved to a backend, with the CPU fall-back;
+//! * [`backend`]: the trait of primitives on device-resident data, implemented by [`cpu`]
+//!   and (cargo feature `gpu`, default) [`gpu`];
+//! * [`device`] (requests, memory budgets, the chunk planner), [`linalg`], [`io`] (files) and
+//!   [`error`] at the bottom. [`simulate`] makes data for the demo, benchmarks and tests.
 
-pub mod bench;
+pub mod backend;
 pub mod cpu;
-pub mod demo;
 pub mod device;
+pub mod dispatch;
 pub mod error;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod gsn;
 pub mod io;
 pub mod linalg;
-pub mod ops;
 pub mod ridge;
+pub mod simulate;
 
 pub use device::{Device, GpuSelector};
 pub use error::{Error, Result};

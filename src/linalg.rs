@@ -1,12 +1,47 @@
 //! Dense linear algebra on the host (faer), shared by the CPU backend and the host-side parts of
-//! the GPU backend: row-major ndarray ↔ faer views, Gram matrices, products and SPD solves.
+//! the models: row-major ndarray ↔ faer views, Gram matrices, products, SPD solves, and the two
+//! small formulas several layers share (Pearson correlation, the Gaussian NLL).
 
 use crate::error::{Error, Result};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
-use ndarray::{Array2, ArrayView2};
+use ndarray::{concatenate, Array2, ArrayView1, ArrayView2, Axis};
+
+/// `[X | 1]`.
+pub fn with_bias(x: ArrayView2<f64>) -> Array2<f64> {
+    let ones = Array2::<f64>::ones((x.nrows(), 1));
+    concatenate(Axis(1), &[x, ones.view()]).expect("same row count")
+}
+
+/// Pearson correlation of two equally long series; `None` when either has zero variance.
+pub fn pearson(a: ArrayView1<f64>, b: ArrayView1<f64>) -> Option<f64> {
+    let n = a.len() as f64;
+    let (am, bm) = (a.sum() / n, b.sum() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b.iter()) {
+        sab += (x - am) * (y - bm);
+        saa += (x - am) * (x - am);
+        sbb += (y - bm) * (y - bm);
+    }
+    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+}
+
+/// The mean held-out Gaussian NLL from its parts: `½·Σ‖L⁻¹p‖²/M + Σ log L_ii + ½·N·log 2π`;
+/// NaN when not finite (or when there are no points).
+pub fn gaussian_nll(sumsq: f64, points: usize, logdet: f64, n: usize) -> f64 {
+    if points == 0 {
+        return f64::NAN;
+    }
+    let v =
+        0.5 * sumsq / points as f64 + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
+    if v.is_finite() {
+        v
+    } else {
+        f64::NAN
+    }
+}
 
 /// Parallelism for faer calls made outside a rayon task: every rayon thread.
 pub fn par() -> Par {

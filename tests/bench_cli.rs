@@ -79,13 +79,3 @@ fn quick_bench_writes_json_csv_and_svg() {
         svg.starts_with("<svg") && svg.contains("polyline") && svg.trim_end().ends_with("</svg>")
     );
 }
-
-#[test]
-fn power_law_recovers_an_exponent() {
-    let pts: Vec<(f64, f64)> = [10.0, 20.0, 40.0, 80.0]
-        .iter()
-        .map(|&n: &f64| (n, 3e-6 * n.powi(3)))
-        .collect();
-    let (e, c) = neurofit::bench::power_law(&pts).unwrap();
-    assert!((e - 3.0).abs() < 1e-9 && (c - 3e-6).abs() < 1e-15);
-}

@@ -299,7 +299,7 @@ fn bad_inputs_fail_cleanly_without_output() {
             o,
         ],
         &out,
-        "f64, f32",
+        "float16 (<f2) arrays are not supported",
     );
     // predict with a model fitted on other features
     let model = d.join("m.npz");
@@ -410,7 +410,7 @@ fn gsn_writes_reference_keys_and_matches_the_fixture() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let c = neurofit::io::read_npz(&out, &[]).unwrap();
+    let names = neurofit::io::NpzReader::open(&out).unwrap().names();
     for k in [
         "mnN",
         "mnS",
@@ -422,16 +422,22 @@ fn gsn_writes_reference_keys_and_matches_the_fixture() {
         "cSb",
         "eigvals_signal",
     ] {
-        assert!(c.arrays.contains_key(k), "missing key {k}");
+        assert!(names.iter().any(|n| n == k), "missing key {k}");
     }
-    assert!(!c.arrays.contains_key("cS"), "cS was not asked for");
+    assert!(!names.iter().any(|n| n == "cS"), "cS was not asked for");
+    let r = neurofit::gsn::GsnResult::load(&out).unwrap();
     assert_close(
         "ncsnr",
-        &c.arrays["ncsnr"],
+        &r.ncsnr.into_dyn(),
         &load("gsn", "small", "ncsnr"),
         1e-9,
     );
-    assert_close("cSb", &c.arrays["cSb"], &load("gsn", "small", "cSb"), 1e-9);
+    assert_close(
+        "cSb",
+        &r.c_sb.unwrap().into_dyn(),
+        &load("gsn", "small", "cSb"),
+        1e-9,
+    );
 }
 
 #[test]

@@ -1,15 +1,12 @@
-//! GSN errors and warnings (spec §3/§15), the chunked scorer, and GPU-vs-CPU scorer parity.
+//! GSN errors, warnings and edge cases (spec §3/§15), each run on the CPU and on the GPU.
 
 mod common;
 
 use common::*;
 use ndarray::{Array2, Array3};
-use neurofit::cpu::CpuOps;
-use neurofit::demo::Rng;
-use neurofit::gpu::GpuOps;
 use neurofit::gsn::{perform_gsn, GsnOptions, ReturnItem, Uneven};
-use neurofit::ops::GsnOps;
-use neurofit::{Device, Dtype, Error};
+use neurofit::simulate::Rng;
+use neurofit::{Device, Error};
 
 fn data(n: usize, c: usize, t: usize, seed: u64) -> Array3<f64> {
     let mut r = Rng::new(seed);
@@ -17,39 +14,36 @@ fn data(n: usize, c: usize, t: usize, seed: u64) -> Array3<f64> {
     Array3::from_shape_fn((n, c, t), |(i, ci, _)| sig[(i, ci)] + 0.7 * r.normal())
 }
 
-fn cpu() -> GsnOptions {
+fn on(device: Device) -> GsnOptions {
     GsnOptions {
-        device: Device::Cpu,
+        device,
         ..GsnOptions::default()
     }
 }
 
-#[test]
-fn too_few_trials_or_conditions_are_errors() {
-    let e = perform_gsn(data(4, 10, 1, 1).view(), &cpu()).unwrap_err();
+fn too_few_trials_or_conditions_are_errors(dev: Device) {
+    let e = perform_gsn(data(4, 10, 1, 1).view(), &on(dev.clone())).unwrap_err();
     assert!(
         e.to_string()
             .contains("Number of trials must be at least 2."),
         "{e}"
     );
-    let e = perform_gsn(data(4, 1, 3, 1).view(), &cpu()).unwrap_err();
+    let e = perform_gsn(data(4, 1, 3, 1).view(), &on(dev.clone())).unwrap_err();
     assert!(e.to_string().contains("at least 2 conditions"), "{e}");
 }
 
-#[test]
-fn inf_is_rejected_and_nan_is_missing_data() {
+fn inf_is_rejected_and_nan_is_missing_data(dev: Device) {
     let mut d = data(4, 10, 3, 2);
     d[(1, 2, 0)] = f64::INFINITY;
     assert!(matches!(
-        perform_gsn(d.view(), &cpu()),
+        perform_gsn(d.view(), &on(dev.clone())),
         Err(Error::NonFinite(_))
     ));
     d[(1, 2, 0)] = f64::NAN;
-    assert!(perform_gsn(d.view(), &cpu()).is_ok());
+    assert!(perform_gsn(d.view(), &on(dev.clone())).is_ok());
 }
 
-#[test]
-fn bad_option_values_are_errors() {
+fn bad_option_values_are_errors(dev: Device) {
     assert!(matches!(
         "bogus".parse::<Uneven>(),
         Err(Error::UnknownOption(_))
@@ -64,21 +58,20 @@ fn bad_option_values_are_errors() {
     ));
     let o = GsnOptions {
         shrink_levels: Some(vec![]),
-        ..cpu()
+        ..on(dev.clone())
     };
     assert!(perform_gsn(data(3, 10, 2, 3).view(), &o).is_err());
 }
 
-#[test]
-fn a_condition_without_valid_trials_is_an_error_in_fast_mode() {
+fn a_condition_without_valid_trials_is_an_error_in_fast_mode(dev: Device) {
     let mut d = data(3, 10, 2, 4);
     d[(0, 4, 0)] = f64::NAN;
     d[(2, 4, 1)] = f64::NAN;
-    let e = perform_gsn(d.view(), &cpu()).unwrap_err();
+    let e = perform_gsn(d.view(), &on(dev.clone())).unwrap_err();
     assert!(e.to_string().contains("at least 1 valid trial"), "{e}");
     let o = GsnOptions {
         uneven: Uneven::Missing,
-        ..cpu()
+        ..on(dev.clone())
     };
     assert!(
         perform_gsn(d.view(), &o).is_ok(),
@@ -86,9 +79,8 @@ fn a_condition_without_valid_trials_is_an_error_in_fast_mode() {
     );
 }
 
-#[test]
-fn two_conditions_give_all_nan_and_level_zero_with_a_warning() {
-    let r = perform_gsn(data(3, 2, 4, 5).view(), &cpu()).unwrap();
+fn two_conditions_give_all_nan_and_level_zero_with_a_warning(dev: Device) {
+    let r = perform_gsn(data(3, 2, 4, 5).view(), &on(dev.clone())).unwrap();
     assert_eq!(r.shrinklevel_n, 0.0);
     assert_eq!(r.shrinklevel_d, 0.0);
     assert!(r
@@ -97,8 +89,7 @@ fn two_conditions_give_all_nan_and_level_zero_with_a_warning() {
         .any(|w| w.contains("All covariance matrices were singular.")));
 }
 
-#[test]
-fn lopsided_trial_counts_warn() {
+fn lopsided_trial_counts_warn(dev: Device) {
     let mut d = data(3, 10, 3, 6);
     for c in 0..10 {
         if ![0, 5, 6].contains(&c) {
@@ -107,7 +98,7 @@ fn lopsided_trial_counts_warn() {
             }
         }
     }
-    let r = perform_gsn(d.view(), &cpu()).unwrap();
+    let r = perform_gsn(d.view(), &on(dev.clone())).unwrap();
     assert!(
         r.warnings
             .iter()
@@ -117,14 +108,13 @@ fn lopsided_trial_counts_warn() {
     );
 }
 
-#[test]
-fn no_shrinkage_and_explicit_levels() {
+fn no_shrinkage_and_explicit_levels(dev: Device) {
     let d = data(5, 12, 3, 7);
     let r = perform_gsn(
         d.view(),
         &GsnOptions {
             wantshrinkage: false,
-            ..cpu()
+            ..on(dev.clone())
         },
     )
     .unwrap();
@@ -133,161 +123,20 @@ fn no_shrinkage_and_explicit_levels() {
         d.view(),
         &GsnOptions {
             shrink_levels: Some(vec![0.0, 0.5]),
-            ..cpu()
+            ..on(dev.clone())
         },
     )
     .unwrap();
     assert!([0.0, 0.5].contains(&r.shrinklevel_n));
 }
 
-fn random_cov(n: usize, seed: u64, indefinite: bool) -> (Array2<f64>, Array2<f64>) {
-    let mut r = Rng::new(seed);
-    let a = Array2::from_shape_fn((n + 3, n), |_| r.normal());
-    let mut c = a.t().dot(&a) / (n as f64 + 2.0);
-    if indefinite && n > 1 {
-        for i in 0..n {
-            for j in 0..n {
-                if i != j {
-                    c[(i, j)] *= 3.0;
-                }
-            }
-        }
-    }
-    let pts = Array2::from_shape_fn((2 * n + 5, n), |_| r.normal());
-    (c, pts)
-}
-
-#[test]
-fn chunked_cpu_scorer_equals_unchunked_exactly() {
-    let (c, pts) = random_cov(40, 9, false);
-    let levels = neurofit::gsn::shrink::default_levels();
-    let full = CpuOps::new(1 << 32)
-        .shrinkage_nll(c.view(), pts.view(), &levels)
-        .unwrap();
-    let st = CpuOps::nll_stage(40, pts.nrows(), levels.len());
-    let lim = neurofit::device::planner::Limits::cpu(st.fixed + st.per_item);
-    assert_eq!(
-        neurofit::device::planner::items_per_chunk(&st, &lim).unwrap(),
-        1,
-        "one level per chunk"
-    );
-    let tiny = CpuOps::new(st.fixed + st.per_item)
-        .shrinkage_nll(c.view(), pts.view(), &levels)
-        .unwrap();
-    assert_eq!(
-        full.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        tiny.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    );
-}
-
-#[test]
-fn gpu_scorer_matches_cpu_on_spd_and_indefinite_stacks() {
-    let Some(dev) = test_gpu(true) else { return };
-    let resolved = neurofit::device::resolve(&dev, Dtype::F64, 1.0).unwrap();
-    let neurofit::device::Resolved::Gpu(ctx) = resolved else {
-        panic!("expected a GPU")
-    };
-    let levels = neurofit::gsn::shrink::default_levels();
-    for n in [1usize, 7, 64, 300] {
-        for indefinite in [false, true] {
-            let (c, pts) = random_cov(n, n as u64 + 17, indefinite);
-            let cpu = CpuOps::new(1 << 32)
-                .shrinkage_nll(c.view(), pts.view(), &levels)
-                .unwrap();
-            let gpu = GpuOps::new(ctx.clone(), None)
-                .shrinkage_nll(c.view(), pts.view(), &levels)
-                .unwrap();
-            let scale = cpu
-                .iter()
-                .filter(|v| !v.is_nan())
-                .fold(1.0f64, |m, v| m.max(v.abs()));
-            for (l, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
-                assert_eq!(
-                    a.is_nan(),
-                    b.is_nan(),
-                    "N={n} indefinite={indefinite} level {l}: NaN pattern {a} vs {b}"
-                );
-                if !a.is_nan() {
-                    assert!((a - b).abs() <= 1e-9 * scale, "N={n} level {l}: {a} vs {b}");
-                }
-            }
-            if indefinite && n > 1 {
-                assert!(
-                    cpu.iter().any(|v| v.is_nan()),
-                    "N={n}: the indefinite stack should fail at high levels"
-                );
-            }
-            // one level per chunk on the GPU gives the same numbers
-            if n == 64 {
-                let st = GpuOps::nll_stage(n, pts.nrows(), levels.len(), 8);
-                let tiny = GpuOps::new(ctx.clone(), Some(st.fixed + st.per_item))
-                    .shrinkage_nll(c.view(), pts.view(), &levels)
-                    .unwrap();
-                assert_eq!(
-                    gpu.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    tiny.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                );
-            }
-        }
-    }
-}
-
-#[test]
-fn gpu_perform_gsn_matches_cpu() {
-    let Some(dev) = test_gpu(true) else { return };
-    let d = data(30, 40, 3, 21);
-    let c = perform_gsn(d.view(), &cpu()).unwrap();
-    let g = perform_gsn(
-        d.view(),
-        &GsnOptions {
-            device: dev,
-            ..GsnOptions::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(
-        (c.shrinklevel_n, c.shrinklevel_d, c.numiters),
-        (g.shrinklevel_n, g.shrinklevel_d, g.numiters)
-    );
-    assert_close(
-        "cSb",
-        &g.c_sb.unwrap().into_dyn(),
-        &c.c_sb.unwrap().into_dyn(),
-        1e-9,
-    );
-}
-
-#[test]
-fn gpu_scorer_names_the_binding_limit_when_one_matrix_is_too_large() {
-    let Some(dev) = test_gpu(true) else { return };
-    let resolved = neurofit::device::resolve(&dev, Dtype::F64, 1.0).unwrap();
-    let neurofit::device::Resolved::Gpu(ctx) = resolved else {
-        panic!("expected a GPU")
-    };
-    let n = ((ctx.max_binding() / 8) as f64).sqrt() as usize + 1;
-    if n > 8000 {
-        eprintln!("SKIPPED: this adapter's binding limit needs N = {n}, too large for a test");
-        return;
-    }
-    let cov = Array2::<f64>::eye(n);
-    let pts = Array2::<f64>::zeros((2, n));
-    let e = GpuOps::new(ctx, Some(1 << 40))
-        .shrinkage_nll(cov.view(), pts.view(), &[0.5])
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("max_storage_buffer_binding_size"),
-        "{e}"
-    );
-}
-
-#[test]
-fn uneven_data_without_enough_repeated_trials_is_an_error() {
+fn uneven_data_without_enough_repeated_trials_is_an_error(dev: Device) {
     // held-out conditions of randperm(10) are 6 and 5: leave them a single valid trial
     let mut d = data(3, 10, 2, 8);
     for c in [5, 6] {
         d[(0, c, 1)] = f64::NAN;
     }
-    let e = perform_gsn(d.view(), &cpu()).unwrap_err();
+    let e = perform_gsn(d.view(), &on(dev.clone())).unwrap_err();
     assert!(
         e.to_string()
             .contains("validation data did not have any conditions with at least two observations"),
@@ -298,10 +147,100 @@ fn uneven_data_without_enough_repeated_trials_is_an_error() {
     for c in [0, 1, 2, 3, 4, 7, 8, 9] {
         d[(1, c, 0)] = f64::NAN;
     }
-    let e = perform_gsn(d.view(), &cpu()).unwrap_err();
+    let e = perform_gsn(d.view(), &on(dev.clone())).unwrap_err();
     assert!(
         e.to_string()
             .contains("no condition with at least two valid observations"),
         "{e}"
     );
+}
+
+fn shrink_levels_outside_the_unit_interval_are_rejected(dev: Device) {
+    let d = data(4, 12, 3, 10);
+    for bad in [vec![-0.5, 0.5], vec![0.0, 2.0], vec![f64::NAN]] {
+        let o = GsnOptions {
+            shrink_levels: Some(bad.clone()),
+            ..on(dev.clone())
+        };
+        let e = perform_gsn(d.view(), &o).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidInput(_)) && e.to_string().contains("outside [0, 1]"),
+            "{bad:?}: {e}"
+        );
+    }
+}
+
+fn data_whose_covariance_overflows_is_an_error_not_a_silent_answer(dev: Device) {
+    let d = data(6, 12, 3, 11) * 1e200;
+    let e = perform_gsn(d.view(), &on(dev.clone())).unwrap_err();
+    assert!(
+        matches!(e, Error::NonFinite(_)) && e.to_string().contains("rescale"),
+        "{e}"
+    );
+    // the same data at a sane scale work, and ncsnr is scale-free
+    let small = perform_gsn((d.clone() * 1e-200).view(), &on(dev.clone())).unwrap();
+    let big = perform_gsn((d * 1e-180).view(), &on(dev)).unwrap();
+    for (a, b) in small.ncsnr.iter().zip(big.ncsnr.iter()) {
+        assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+    }
+}
+
+type Case = (&'static str, fn(Device));
+
+fn main() {
+    let cases: [Case; 11] = [
+        (
+            "too_few_trials_or_conditions_are_errors",
+            too_few_trials_or_conditions_are_errors,
+        ),
+        (
+            "inf_is_rejected_and_nan_is_missing_data",
+            inf_is_rejected_and_nan_is_missing_data,
+        ),
+        ("bad_option_values_are_errors", bad_option_values_are_errors),
+        (
+            "a_condition_without_valid_trials_is_an_error_in_fast_mode",
+            a_condition_without_valid_trials_is_an_error_in_fast_mode,
+        ),
+        (
+            "two_conditions_give_all_nan_and_level_zero_with_a_warning",
+            two_conditions_give_all_nan_and_level_zero_with_a_warning,
+        ),
+        ("lopsided_trial_counts_warn", lopsided_trial_counts_warn),
+        (
+            "no_shrinkage_and_explicit_levels",
+            no_shrinkage_and_explicit_levels,
+        ),
+        (
+            "uneven_data_without_enough_repeated_trials_is_an_error",
+            uneven_data_without_enough_repeated_trials_is_an_error,
+        ),
+        (
+            "shrink_levels_outside_the_unit_interval_are_rejected",
+            shrink_levels_outside_the_unit_interval_are_rejected,
+        ),
+        (
+            "data_whose_covariance_overflows_is_an_error_not_a_silent_answer",
+            data_whose_covariance_overflows_is_an_error_not_a_silent_answer,
+        ),
+        (
+            "returns_selector_limits_outputs",
+            returns_selector_limits_outputs,
+        ),
+    ];
+    let mut suite = Suite::new();
+    for (name, f) in cases {
+        suite.each_backend(name, true, f);
+    }
+    suite.run()
+}
+
+fn returns_selector_limits_outputs(dev: Device) {
+    let o = GsnOptions {
+        returns: vec![ReturnItem::CSb, ReturnItem::EigvalsSignal],
+        ..on(dev)
+    };
+    let r = perform_gsn(data(5, 12, 3, 12).view(), &o).unwrap();
+    assert!(r.c_sb.is_some() && r.eigvals_signal.is_some());
+    assert!(r.c_n.is_none() && r.c_s.is_none() && r.c_nb.is_none() && r.eigvecs_signal.is_none());
 }

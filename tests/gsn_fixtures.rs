@@ -6,8 +6,10 @@
 mod common;
 
 use common::*;
-use ndarray::{ArrayD, Ix1, Ix2, Ix3};
-use neurofit::gsn::calc::calc_shrunken_covariance;
+use ndarray::{Array2, ArrayD, Ix1, Ix2, Ix3};
+use neurofit::backend::Backend;
+use neurofit::dispatch::Job;
+use neurofit::gsn::calc_shrunken_covariance;
 use neurofit::gsn::{perform_gsn, GsnOptions, GsnResult, ReturnItem};
 use neurofit::{Device, Dtype};
 
@@ -160,36 +162,6 @@ fn run_case(case: &str, device: Device) {
     check(case, &r, dir, opt.dtype == Dtype::F32);
 }
 
-macro_rules! gsn_cases {
-    ($($name:ident),* $(,)?) => {
-        mod cpu {
-            use super::*;
-            $( #[test] fn $name() { run_case(stringify!($name), Device::Cpu); } )*
-        }
-        mod gpu {
-            use super::*;
-            $( #[test] fn $name() {
-                let f32_case = options(stringify!($name), Device::Cpu).dtype == Dtype::F32;
-                if let Some(d) = test_gpu(!f32_case) { run_case(stringify!($name), d); }
-            } )*
-        }
-    };
-}
-
-gsn_cases!(
-    small,
-    medium,
-    medium_f32,
-    lowrank,
-    fewcond_rankdef_noise,
-    uneven,
-    uneven_min1,
-    missing_units,
-    missing_units_heavy,
-    noshrink,
-    single_unit
-);
-
 fn scorer_case(case: &str, device: Device) {
     let c = load(G, case, "c").into_dimensionality::<Ix2>().unwrap();
     let pts = load(G, case, "pts_zm")
@@ -203,9 +175,14 @@ fn scorer_case(case: &str, device: Device) {
         "nll"
     };
     let want = load(G, case, file).into_dimensionality::<Ix1>().unwrap();
-    let resolved = neurofit::device::resolve(&device, Dtype::F64, 1.0).unwrap();
-    let ops = neurofit::gsn::backend(&resolved, None, Dtype::F64);
-    let got = ops.shrinkage_nll(c.view(), pts.view(), &levels).unwrap();
+    let be = neurofit::dispatch::resolve(&device, Dtype::F64, 1.0, None).unwrap();
+    let got = be
+        .run(&Nll {
+            cov: c.clone(),
+            pts: pts.clone(),
+            levels: levels.clone(),
+        })
+        .unwrap();
     let got = ndarray::Array1::from(got).into_dyn();
     close_abs(case, &got, &want.into_dyn(), 1e-9);
     let idx = neurofit::gsn::shrink::choose(got.as_slice().unwrap()).unwrap_or(0);
@@ -220,28 +197,11 @@ fn scorer_case(case: &str, device: Device) {
     }
 }
 
-macro_rules! scorer_cases {
-    ($($name:ident),* $(,)?) => {
-        mod scorer_cpu {
-            use super::*;
-            $( #[test] fn $name() { scorer_case(stringify!($name), Device::Cpu); } )*
-        }
-        mod scorer_gpu {
-            use super::*;
-            $( #[test] fn $name() { if let Some(d) = test_gpu(true) { scorer_case(stringify!($name), d); } } )*
-        }
-    };
-}
-
-scorer_cases!(nll_indefinite, nll_allnan, nll_n256, nll_n1);
-
 fn shrink_case(case: &str, device: Device) {
     let data = load(G, case, "data");
     let levels: Vec<f64> = load(G, case, "shrinklevels").into_iter().collect();
-    let resolved = neurofit::device::resolve(&device, Dtype::F64, 1.0).unwrap();
-    let ops = neurofit::gsn::backend(&resolved, None, Dtype::F64);
     for wantfull in [false, true] {
-        let r = calc_shrunken_covariance(data.view(), 5, &levels, wantfull, ops.as_ref()).unwrap();
+        let r = calc_shrunken_covariance(data.view(), 5, &levels, wantfull, &device).unwrap();
         let want_level = load(G, case, "shrinklevel").into_iter().next().unwrap();
         assert!(
             (r.shrinklevel - want_level).abs() < 1e-12,
@@ -277,27 +237,6 @@ fn shrink_case(case: &str, device: Device) {
     }
 }
 
-macro_rules! shrink_cases {
-    ($($name:ident),* $(,)?) => {
-        mod shrink_cpu {
-            use super::*;
-            $( #[test] fn $name() { shrink_case(stringify!($name), Device::Cpu); } )*
-        }
-        mod shrink_gpu {
-            use super::*;
-            $( #[test] fn $name() { if let Some(d) = test_gpu(true) { shrink_case(stringify!($name), d); } } )*
-        }
-    };
-}
-
-shrink_cases!(
-    shrink_2d,
-    shrink_2d_rankdef,
-    shrink_3d_rankdef,
-    shrink_3d_uneven
-);
-
-#[test]
 fn randperm_matches_reference() {
     let p = params(G, "randperm");
     let perms = p["perms"].as_object().expect("perms");
@@ -313,7 +252,6 @@ fn randperm_matches_reference() {
     }
 }
 
-#[test]
 fn every_fixture_case_is_covered() {
     let covered = [
         "small",
@@ -349,7 +287,6 @@ fn every_fixture_case_is_covered() {
     }
 }
 
-#[test]
 fn returns_selector_limits_outputs() {
     let data = load(G, "small", "data")
         .into_dimensionality::<Ix3>()
@@ -361,4 +298,71 @@ fn returns_selector_limits_outputs() {
     };
     let r = perform_gsn(data.view(), &opt).unwrap();
     assert!(r.c_sb.is_some() && r.c_n.is_none() && r.c_s.is_none() && r.eigvals_signal.is_none());
+}
+
+/// The shrinkage scorer as a job on whichever backend.
+struct Nll {
+    cov: Array2<f64>,
+    pts: Array2<f64>,
+    levels: Vec<f64>,
+}
+
+impl Job for Nll {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(&self, be: &B) -> neurofit::Result<Vec<f64>> {
+        be.shrinkage_nll(self.cov.view(), self.pts.view(), &self.levels, Dtype::F64)
+    }
+}
+
+const RUN_CASES: [&str; 11] = [
+    "small",
+    "medium",
+    "medium_f32",
+    "lowrank",
+    "fewcond_rankdef_noise",
+    "uneven",
+    "uneven_min1",
+    "missing_units",
+    "missing_units_heavy",
+    "noshrink",
+    "single_unit",
+];
+const SCORER_CASES: [&str; 4] = ["nll_indefinite", "nll_allnan", "nll_n256", "nll_n1"];
+const SHRINK_CASES: [&str; 4] = [
+    "shrink_2d",
+    "shrink_2d_rankdef",
+    "shrink_3d_rankdef",
+    "shrink_3d_uneven",
+];
+
+fn main() {
+    let mut suite = Suite::new();
+    for case in RUN_CASES {
+        let f32_case = options(case, Device::Cpu).dtype == Dtype::F32;
+        suite.each_backend(&format!("perform_gsn::{case}"), !f32_case, move |d| {
+            run_case(case, d)
+        });
+    }
+    for case in SCORER_CASES {
+        suite.each_backend(&format!("scorer::{case}"), true, move |d| {
+            scorer_case(case, d)
+        });
+    }
+    for case in SHRINK_CASES {
+        suite.each_backend(
+            &format!("calc_shrunken_covariance::{case}"),
+            true,
+            move |d| shrink_case(case, d),
+        );
+    }
+    suite.test("randperm_matches_reference", randperm_matches_reference);
+    suite.test(
+        "every_fixture_case_is_covered",
+        every_fixture_case_is_covered,
+    );
+    suite.test(
+        "returns_selector_limits_outputs",
+        returns_selector_limits_outputs,
+    );
+    suite.run()
 }

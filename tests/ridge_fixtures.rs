@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ndarray::{ArrayD, Ix2, IxDyn};
+use ndarray::Ix2;
 use neurofit::ridge::{fit, FitParams};
 use neurofit::{Device, Dtype};
 
@@ -96,90 +96,56 @@ fn run_case(case: &str, device: Device) {
         assert_close(&format!("{case} corr_abs"), &c, &c_ref, tol);
     }
     if case_dir(M, case).join("S.npy").exists() {
-        let p = case_dir(M, case).join("S.npy");
-        let f = std::fs::File::open(&p).unwrap();
-        use ndarray_npy::ReadNpyExt;
-        let s_ref = ArrayD::<bool>::read_npy(f).unwrap();
+        let s_ref = load_bool(M, case, "S");
         let s = out.model.s.as_ref().expect("per-unit path returns S");
-        assert_eq!(
-            s,
-            &s_ref.into_dimensionality::<IxDyn>().unwrap(),
-            "{case}: S differs"
-        );
+        assert_eq!(s, &s_ref, "{case}: S differs");
     }
 }
 
-macro_rules! fixture_tests {
-    ($($name:ident => $case:literal),* $(,)?) => {
-        mod cpu {
-            use super::*;
-            $( #[test] fn $name() { run_case($case, Device::Cpu); } )*
-        }
-        mod gpu {
-            use super::*;
-            $( #[test] fn $name() {
-                let needs_f64 = fit_params($case, Device::Cpu).1 == Dtype::F64;
-                if let Some(d) = test_gpu(needs_f64) { run_case($case, d); }
-            } )*
-        }
-    };
+const CASES: [&str; 21] = [
+    "alpha0_select",
+    "alpha0_wide_dual",
+    "chunked_3d",
+    "lowvar_voxels",
+    "nfeat1",
+    "nfeat_ge_features",
+    "remove_nan",
+    "remove_nan_allfeat",
+    "small_select",
+    "small_select_f32",
+    "ssf_none",
+    "ssf_norm1",
+    "ssf_norm2",
+    "ssf_std1",
+    "ssf_std1mean0",
+    "ssf_norm1mean0",
+    "ssf_norm2mean0",
+    "ties",
+    "tiny_noselect",
+    "wide_noselect_dual",
+    "wide_noselect_dual_f32",
+];
+
+fn main() {
+    let mut suite = Suite::new();
+    for case in CASES {
+        let needs_f64 = fit_params(case, Device::Cpu).1 == Dtype::F64;
+        suite.each_backend(case, needs_f64, move |d| run_case(case, d));
+    }
+    suite.test(
+        "every_fixture_case_is_covered",
+        every_fixture_case_is_covered,
+    );
+    suite.run()
 }
 
-fixture_tests! {
-    alpha0_select => "alpha0_select",
-    alpha0_wide_dual => "alpha0_wide_dual",
-    chunked_3d => "chunked_3d",
-    lowvar_voxels => "lowvar_voxels",
-    nfeat1 => "nfeat1",
-    nfeat_ge_features => "nfeat_ge_features",
-    remove_nan => "remove_nan",
-    remove_nan_allfeat => "remove_nan_allfeat",
-    small_select => "small_select",
-    small_select_f32 => "small_select_f32",
-    ssf_none => "ssf_none",
-    ssf_norm1 => "ssf_norm1",
-    ssf_norm2 => "ssf_norm2",
-    ssf_std1 => "ssf_std1",
-    ssf_std1mean0 => "ssf_std1mean0",
-    ssf_norm1mean0 => "ssf_norm1mean0",
-    ssf_norm2mean0 => "ssf_norm2mean0",
-    ties => "ties",
-    tiny_noselect => "tiny_noselect",
-    wide_noselect_dual => "wide_noselect_dual",
-    wide_noselect_dual_f32 => "wide_noselect_dual_f32",
-}
-
-#[test]
 fn every_fixture_case_is_covered() {
-    let covered = [
-        "alpha0_select",
-        "alpha0_wide_dual",
-        "chunked_3d",
-        "lowvar_voxels",
-        "nfeat1",
-        "nfeat_ge_features",
-        "remove_nan",
-        "remove_nan_allfeat",
-        "small_select",
-        "small_select_f32",
-        "ssf_none",
-        "ssf_norm1",
-        "ssf_norm2",
-        "ssf_std1",
-        "ssf_std1mean0",
-        "ssf_norm1mean0",
-        "ssf_norm2mean0",
-        "ties",
-        "tiny_noselect",
-        "wide_noselect_dual",
-        "wide_noselect_dual_f32",
-    ];
     for e in std::fs::read_dir(fixtures_root().join(M)).unwrap() {
         let e = e.unwrap();
         if e.path().is_dir() {
             let name = e.file_name().into_string().unwrap();
             assert!(
-                covered.contains(&name.as_str()),
+                CASES.contains(&name.as_str()),
                 "fixture case {name} has no test"
             );
         }

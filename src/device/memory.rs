@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_GPU_BUDGET_DISCRETE: u64 = 2 << 30;
 /// Default GPU budget for integrated, virtual and software adapters.
 pub const DEFAULT_GPU_BUDGET_OTHER: u64 = 1 << 30;
-/// Budget used for the CPU when `/proc/meminfo` cannot be read.
+/// Budget used for the CPU when the available memory cannot be read.
 pub const FALLBACK_CPU_BUDGET: u64 = 4 << 30;
 
 /// Parses a size such as `2GiB`, `512MiB`, `1.5GB`, `100000` (bytes). Units: B, K/KB, KiB, M/MB,
@@ -60,18 +60,14 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
-/// 80 % of the memory the kernel reports as available (`MemAvailable`), else 4 GiB.
+/// 80 % of the memory the operating system reports as available (`sysinfo`), else 4 GiB.
 pub fn default_cpu_budget() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024 / 10 * 8)
-        .unwrap_or(FALLBACK_CPU_BUDGET)
+    let mut sys = sysinfo::System::new();
+    sys.refresh_memory();
+    match sys.available_memory() {
+        0 => FALLBACK_CPU_BUDGET,
+        avail => avail / 10 * 8,
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,13 @@
-//! The device layer: what the user asked for ([`Device`]), what exists ([`list_devices`]),
-//! how `auto` decides ([`resolve`]), how much memory a fit may use ([`memory`]) and how work is cut
-//! into chunks that fit ([`planner`]).
+//! The device layer, at the bottom of the crate: what the user asked for ([`Device`]), the
+//! `auto` crossover, how much memory a fit may use ([`memory`]) and how work is cut into chunks
+//! that fit ([`planner`]). Resolving a request to a backend is [`crate::dispatch`]'s job.
 
 pub mod memory;
 pub mod planner;
 
 use crate::error::{Error, Result};
-use crate::gpu::{self, AdapterSummary, GpuContext};
-use crate::Dtype;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 /// Which GPU an explicit `gpu` request means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,145 +80,6 @@ impl fmt::Display for Device {
 /// ~0.3 s of CPU work: the break-even against the fixed GPU start-up cost.
 pub const AUTO_GPU_MIN_FLOPS: f64 = 2.0e10;
 
-/// The backend a fit runs on, after resolution.
-#[derive(Clone)]
-pub enum Resolved {
-    /// The CPU backend.
-    Cpu,
-    /// A GPU context (shared, cheap to clone).
-    Gpu(Arc<GpuContext>),
-}
-
-impl Resolved {
-    /// A short human-readable name ("cpu" or the adapter name and backend).
-    pub fn describe(&self) -> String {
-        match self {
-            Resolved::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
-            Resolved::Gpu(g) => g.describe(),
-        }
-    }
-    /// True for the CPU backend.
-    pub fn is_cpu(&self) -> bool {
-        matches!(self, Resolved::Cpu)
-    }
-}
-
-impl fmt::Debug for Resolved {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.describe())
-    }
-}
-
-/// One line of the device listing.
-#[derive(Debug, Clone)]
-pub struct DeviceListing {
-    /// GPU adapters in index order (hardware first).
-    pub adapters: Vec<AdapterSummary>,
-    /// Threads of the CPU backend.
-    pub cpu_threads: usize,
-    /// Memory the CPU backend may use by default (bytes).
-    pub cpu_memory: u64,
-}
-
-/// Lists every adapter wgpu can see, plus the CPU.
-pub fn list_devices() -> DeviceListing {
-    DeviceListing {
-        adapters: gpu::enumerate(),
-        cpu_threads: rayon::current_num_threads(),
-        cpu_memory: memory::default_cpu_budget(),
-    }
-}
-
-/// Resolves a request for a problem of `flops` floating-point operations in `dtype`.
-///
-/// * `cpu` → the CPU.
-/// * `gpu…` → that adapter, or an error listing what exists; f64 on an adapter without
-///   `SHADER_F64` is an error.
-/// * `auto` → the first hardware adapter (never a software one) when `flops ≥`
-///   [`AUTO_GPU_MIN_FLOPS`] and the dtype is supported; otherwise the CPU.
-pub fn resolve(device: &Device, dtype: Dtype, flops: f64) -> Result<Resolved> {
-    match device {
-        Device::Cpu => Ok(Resolved::Cpu),
-        Device::Auto => {
-            if flops < AUTO_GPU_MIN_FLOPS {
-                log::info!(
-                    "auto: problem of {flops:.2e} FLOP is below the GPU crossover; using the CPU"
-                );
-                return Ok(Resolved::Cpu);
-            }
-            let adapters = gpu::enumerate();
-            let pick = adapters
-                .iter()
-                .find(|a| !a.is_software && (dtype == Dtype::F32 || a.shader_f64));
-            match pick {
-                None => {
-                    log::info!("auto: no hardware GPU adapter suitable for {dtype}; using the CPU");
-                    Ok(Resolved::Cpu)
-                }
-                Some(a) => match GpuContext::shared(a.index) {
-                    Ok(ctx) => Ok(Resolved::Gpu(ctx)),
-                    Err(e) => {
-                        log::warn!("auto: could not open {}: {e}; using the CPU", a.name);
-                        Ok(Resolved::Cpu)
-                    }
-                },
-            }
-        }
-        Device::Gpu(sel) => {
-            let adapters = gpu::enumerate();
-            let found = || {
-                if adapters.is_empty() {
-                    "no GPU adapter was found (is a Vulkan/Metal/DX12 driver installed?)"
-                        .to_string()
-                } else {
-                    let names: Vec<String> = adapters
-                        .iter()
-                        .map(|a| format!("gpu:{} {} ({:?})", a.index, a.name, a.backend))
-                        .collect();
-                    format!("adapters found: {}", names.join("; "))
-                }
-            };
-            let chosen = match sel {
-                GpuSelector::Any => adapters.first(),
-                GpuSelector::Index(i) => adapters.iter().find(|a| a.index == *i),
-                GpuSelector::Name(n) => {
-                    let n = n.to_lowercase();
-                    adapters.iter().find(|a| a.name.to_lowercase().contains(&n))
-                }
-            };
-            let a = chosen.ok_or_else(|| {
-                Error::DeviceUnavailable(format!("no adapter matches '{device}': {}", found()))
-            })?;
-            if dtype == Dtype::F64 && !a.shader_f64 {
-                return Err(Error::DeviceUnavailable(format!(
-                    "adapter '{}' has no SHADER_F64: use dtype f32 or device cpu",
-                    a.name
-                )));
-            }
-            Ok(Resolved::Gpu(GpuContext::shared(a.index)?))
-        }
-    }
-}
-
-/// Runs `work` on `resolved`. When it fails with a device error (GPU validation error, device
-/// loss, out of memory, unavailable device) and the request was `auto` on a GPU, logs a warning
-/// and runs `work` again on the CPU. Returns the result and that warning, if any.
-pub fn with_cpu_fallback<T>(
-    requested: &Device,
-    resolved: &Resolved,
-    what: &str,
-    work: impl Fn(&Resolved) -> Result<T>,
-) -> Result<(T, Option<String>)> {
-    match work(resolved) {
-        Err(e) if e.is_device_error() && *requested == Device::Auto && !resolved.is_cpu() => {
-            let warning = format!("GPU {what} failed ({e}); fell back to the CPU");
-            log::warn!("{warning}");
-            Ok((work(&Resolved::Cpu)?, Some(warning)))
-        }
-        r => r.map(|v| (v, None)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,18 +109,5 @@ mod tests {
         for s in ["auto", "cpu", "gpu", "gpu:3", "gpu:nvidia"] {
             assert_eq!(s.parse::<Device>().unwrap().to_string(), s);
         }
-    }
-
-    #[test]
-    fn cpu_errors_are_not_retried() {
-        let r = with_cpu_fallback(&Device::Auto, &Resolved::Cpu, "fit", |_| -> Result<()> {
-            Err(Error::Gpu("boom".into()))
-        });
-        assert!(r.is_err());
-    }
-
-    #[test]
-    fn small_auto_problem_uses_cpu() {
-        assert!(resolve(&Device::Auto, Dtype::F64, 1e6).unwrap().is_cpu());
     }
 }

@@ -45,6 +45,20 @@ pub struct Stage {
     pub per_item_binding: u64,
 }
 
+impl Stage {
+    /// A stage of `bytes` held at once, not chunked.
+    pub fn fixed(name: &'static str, bytes: u64) -> Self {
+        Stage {
+            name,
+            items: 1,
+            fixed: bytes,
+            fixed_binding: 0,
+            per_item: 0,
+            per_item_binding: 0,
+        }
+    }
+}
+
 /// The largest chunk (items per chunk, ≥ 1) that keeps the stage inside the limits, or an error
 /// naming the limit that cannot be met even with one item per chunk.
 pub fn items_per_chunk(stage: &Stage, lim: &Limits) -> Result<u64> {

@@ -1,10 +1,10 @@
 //! The stand-alone `calc_shrunken_covariance` (spec §14).
 
 use super::rng::{held_out_count, randperm};
-use super::shrink::{select_level, shrink};
+use super::shrink::{select_level, shrink, Scorer};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::linalg;
-use crate::ops::GsnOps;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2, Ix3};
 
 /// Output of [`calc_shrunken_covariance`].
@@ -33,12 +33,12 @@ fn cov_rows(x: ArrayView2<f64>) -> (Array2<f64>, Array1<f64>) {
 
 /// 2-D input (observations × variables) or 3-D (observations × variables × cases, NaN rows
 /// allowed with ≥ 2 cases). `wantfull` re-estimates on all data.
-pub fn calc_shrunken_covariance(
+pub fn calc_shrunken_covariance_on<B: Backend>(
     data: ArrayViewD<f64>,
     leaveout: usize,
     levels: &[f64],
     wantfull: bool,
-    ops: &dyn GsnOps,
+    ops: &Scorer<'_, B>,
 ) -> Result<ShrunkCov> {
     if leaveout == 0 {
         return Err(Error::InvalidInput("leaveout must be ≥ 1".into()));

@@ -4,11 +4,11 @@
 
 use super::psd::{self, NoiseScale};
 use super::rng::{randperm, split};
-use super::shrink::{select_level, shrink};
+use super::shrink::{select_level, shrink, Scorer};
 use super::{GsnOptions, GsnResult, ReturnItem, Uneven};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::linalg;
-use crate::ops::GsnOps;
 use ndarray::{Array1, Array2, ArrayView2, ArrayView3, Axis};
 use std::time::Instant;
 
@@ -126,11 +126,11 @@ struct Estimates {
 }
 
 /// Runs the whole pipeline with `ops` as the scorer.
-pub fn run(
+pub fn run<B: Backend>(
     data: ArrayView3<f64>,
     opt: &GsnOptions,
     levels: &[f64],
-    ops: &dyn GsnOps,
+    ops: &Scorer<'_, B>,
 ) -> Result<GsnResult> {
     let (n, c, _) = data.dim();
     let mut warnings = Vec::new();
@@ -146,6 +146,15 @@ pub fn run(
         "covariances + shrinkage selection".to_string(),
         t0.elapsed(),
     ));
+    if est.cn.iter().chain(est.cd.iter()).any(|v| !v.is_finite()) {
+        let big = data
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        return Err(Error::NonFinite(format!(
+            "the noise or data covariance overflows the float64 range (data values up to {big:e}); rescale the data (ncsnr is scale-free)"
+        )));
+    }
     let t1 = Instant::now();
     let scale = est.noise.scale();
     let cs = scale.signal(est.cd.view(), est.cn.view());
@@ -159,6 +168,11 @@ pub fn run(
         }
     });
     let bc = psd::biconvex(est.cn.view(), est.cd.view(), c, &scale, est.k)?;
+    if ncsnr.iter().chain(bc.csb.iter()).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite(
+            "the signal covariance or ncsnr is not finite (the data's scale exceeds the float64 range); rescale the data".into(),
+        ));
+    }
     timings.push(("biconvex".to_string(), t1.elapsed()));
     let want = |i: ReturnItem| opt.returns.contains(&i);
     let mut r = GsnResult {
@@ -196,10 +210,10 @@ pub fn run(
 }
 
 /// Even data and uneven `fast` mode: a trial is valid when no unit is NaN.
-fn pooled_path(
+fn pooled_path<B: Backend>(
     data: ArrayView3<f64>,
     levels: &[f64],
-    ops: &dyn GsnOps,
+    ops: &Scorer<'_, B>,
     warnings: &mut Vec<String>,
 ) -> Result<Estimates> {
     let (n, c, _) = data.dim();
@@ -300,10 +314,10 @@ fn pairwise(x: ArrayView2<f64>) -> (Array2<f64>, Array2<f64>) {
 }
 
 /// Per-unit missing data (spec §11).
-fn missing_path(
+fn missing_path<B: Backend>(
     data: ArrayView3<f64>,
     levels: &[f64],
-    ops: &dyn GsnOps,
+    ops: &Scorer<'_, B>,
     warnings: &mut Vec<String>,
 ) -> Result<Estimates> {
     let (n, c, t) = data.dim();

@@ -3,22 +3,24 @@
 //! (NaN-padded) trials and per-unit missing data.
 //!
 //! What runs where: the shrinkage-NLL scorer (51 batched Cholesky factorisations + triangular
-//! solves per covariance) runs on the resolved device ([`crate::ops::GsnOps`]); the covariance
-//! GEMMs, projections and eigendecompositions run on the CPU (faer).
+//! solves per covariance) runs on the resolved backend ([`crate::backend::Backend`]); the
+//! covariance GEMMs, projections and eigendecompositions run on the CPU (faer). [`result`]
+//! writes and reads the result file.
 
 pub mod calc;
 pub mod estimate;
 pub mod psd;
+pub mod result;
 pub mod rng;
 pub mod shrink;
 
-use crate::cpu::CpuOps;
-use crate::device::{self, memory, Device, Resolved};
+use crate::backend::Backend;
+use crate::device::Device;
+use crate::dispatch::{self, Job};
 use crate::error::{Error, Result};
-use crate::gpu::GpuOps;
-use crate::ops::GsnOps;
 use crate::Dtype;
-use ndarray::{Array1, Array2, ArrayView3};
+use ndarray::{Array1, Array2, ArrayView3, ArrayViewD};
+use shrink::Scorer;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -161,11 +163,7 @@ impl GsnOptions {
             None if self.wantshrinkage => shrink::default_levels(),
             None => vec![1.0],
         };
-        if l.is_empty() || l.iter().any(|v| !v.is_finite()) {
-            return Err(Error::InvalidInput(
-                "shrink_levels must be a non-empty list of finite numbers".into(),
-            ));
-        }
+        shrink::check_levels(&l)?;
         Ok(l)
     }
 }
@@ -213,19 +211,20 @@ pub struct GsnResult {
     pub timings: Vec<(String, Duration)>,
 }
 
-/// The GSN backend for a resolved device.
-pub fn backend(resolved: &Resolved, max_memory: Option<u64>, dtype: Dtype) -> Box<dyn GsnOps> {
-    match resolved {
-        Resolved::Cpu => Box::new(CpuOps::new(
-            max_memory.unwrap_or_else(memory::default_cpu_budget),
-        )),
-        Resolved::Gpu(ctx) => {
-            let mut g = GpuOps::new(ctx.clone(), max_memory);
-            if dtype == Dtype::F32 {
-                g.scorer_dtype = Dtype::F32;
-            }
-            Box::new(g)
-        }
+struct GsnJob<'a> {
+    data: ArrayView3<'a, f64>,
+    opt: &'a GsnOptions,
+    levels: &'a [f64],
+}
+
+impl Job for GsnJob<'_> {
+    type Output = GsnResult;
+    fn run<B: Backend>(&self, be: &B) -> Result<GsnResult> {
+        let scorer = Scorer {
+            backend: be,
+            dtype: self.opt.dtype,
+        };
+        estimate::run(self.data, self.opt, self.levels, &scorer)
     }
 }
 
@@ -253,6 +252,16 @@ pub fn perform_gsn(data: ArrayView3<f64>, opt: &GsnOptions) -> Result<GsnResult>
             "data has {v} at [{i}, {j}, {k}]; only NaN (missing) is allowed"
         )));
     }
+    if opt.dtype == Dtype::F32 {
+        if let Some(((i, j, k), v)) = data
+            .indexed_iter()
+            .find(|(_, v)| v.is_finite() && (**v as f32).is_infinite())
+        {
+            return Err(Error::NonFinite(format!(
+                "data has {v:e} at [{i}, {j}, {k}], which overflows float32; use dtype f64 or rescale"
+            )));
+        }
+    }
     let levels = opt.levels()?;
     // f32 rounds its input first; f64 uses the data as given (no copy)
     let data: ndarray::CowArray<f64, ndarray::Ix3> = match opt.dtype {
@@ -260,15 +269,22 @@ pub fn perform_gsn(data: ArrayView3<f64>, opt: &GsnOptions) -> Result<GsnResult>
         Dtype::F32 => data.mapv(|v| v as f32 as f64).into(),
     };
     let flops = 2.0 * levels.len() as f64 * (n as f64).powi(3) / 3.0;
-    let resolved = device::resolve(&opt.device, opt.dtype, flops)?;
-    let run = |res: &Resolved| -> Result<GsnResult> {
-        let ops = backend(res, opt.max_memory, opt.dtype);
-        let mut r = estimate::run(data.view(), opt, &levels, ops.as_ref())?;
-        r.device = res.describe();
-        Ok(r)
+    let job = GsnJob {
+        data: data.view(),
+        opt,
+        levels: &levels,
     };
-    let (mut r, fell_back) = device::with_cpu_fallback(&opt.device, &resolved, "scorer", run)?;
-    r.warnings.extend(fell_back);
+    let ran = dispatch::run(
+        &opt.device,
+        opt.dtype,
+        flops,
+        opt.max_memory,
+        "scorer",
+        &job,
+    )?;
+    let mut r = ran.output;
+    r.device = ran.device;
+    r.warnings.extend(ran.fallback);
     if opt.dtype == Dtype::F32 {
         let round = |a: &mut Array2<f64>| a.mapv_inplace(|v| v as f32 as f64);
         round(&mut r.mn_s);
@@ -281,4 +297,49 @@ pub fn perform_gsn(data: ArrayView3<f64>, opt: &GsnOptions) -> Result<GsnResult>
         }
     }
     Ok(r)
+}
+
+struct CalcJob<'a> {
+    data: ArrayViewD<'a, f64>,
+    leaveout: usize,
+    levels: &'a [f64],
+    wantfull: bool,
+}
+
+impl Job for CalcJob<'_> {
+    type Output = calc::ShrunkCov;
+    fn run<B: Backend>(&self, be: &B) -> Result<calc::ShrunkCov> {
+        let scorer = Scorer {
+            backend: be,
+            dtype: Dtype::F64,
+        };
+        calc::calc_shrunken_covariance_on(
+            self.data.view(),
+            self.leaveout,
+            self.levels,
+            self.wantfull,
+            &scorer,
+        )
+    }
+}
+
+/// The stand-alone `calc_shrunken_covariance` (spec §14) with its scorer on `device`: 2-D data
+/// (observations × variables) or 3-D (observations × variables × cases, NaN rows allowed).
+pub fn calc_shrunken_covariance(
+    data: ArrayViewD<f64>,
+    leaveout: usize,
+    levels: &[f64],
+    wantfull: bool,
+    device: &Device,
+) -> Result<calc::ShrunkCov> {
+    shrink::check_levels(levels)?;
+    let n = data.shape().get(1).copied().unwrap_or(1) as f64;
+    let flops = 2.0 * levels.len() as f64 * n.powi(3) / 3.0;
+    let job = CalcJob {
+        data,
+        leaveout,
+        levels,
+        wantfull,
+    };
+    Ok(dispatch::run(device, Dtype::F64, flops, None, "scorer", &job)?.output)
 }

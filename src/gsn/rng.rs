@@ -2,53 +2,21 @@
 //! initialisation), doubles built as `((a >> 5)·2^26 + (b >> 6)) / 2^53`, and the permutation as
 //! the ascending argsort of the first n doubles.
 
-/// The Mersenne Twister MT19937 generator.
-pub struct Mt19937 {
-    state: [u32; 624],
-    index: usize,
-}
+/// MT19937 (the `rand_mt` crate, standard `init_genrand` seeding) with numpy's 53-bit doubles.
+pub struct Mt19937(rand_mt::Mt);
 
 impl Mt19937 {
     /// Seeds with the standard `init_genrand` initialisation.
     pub fn new(seed: u32) -> Self {
-        let mut state = [0u32; 624];
-        state[0] = seed;
-        for i in 1..624 {
-            let prev = state[i - 1];
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
-        }
-        Mt19937 { state, index: 624 }
-    }
-
-    fn twist(&mut self) {
-        for i in 0..624 {
-            let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
-            let mut v = self.state[(i + 397) % 624] ^ (y >> 1);
-            if y & 1 != 0 {
-                v ^= 0x9908_b0df;
-            }
-            self.state[i] = v;
-        }
-        self.index = 0;
+        Mt19937(rand_mt::Mt::new(seed))
     }
 
     /// Next 32-bit output (tempered).
     pub fn next_u32(&mut self) -> u32 {
-        if self.index >= 624 {
-            self.twist();
-        }
-        let mut y = self.state[self.index];
-        self.index += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^= y >> 18;
-        y
+        self.0.next_u32()
     }
 
-    /// A double in [0, 1) with 53 random bits (`genrand_res53`).
+    /// A double in [0, 1) with 53 random bits (`genrand_res53`, numpy's `random_sample`).
     pub fn next_f64(&mut self) -> f64 {
         let a = (self.next_u32() >> 5) as f64;
         let b = (self.next_u32() >> 6) as f64;

@@ -1,7 +1,8 @@
 //! Shrinkage levels, the shrink operator and the held-out Gaussian NLL level choice (spec §5).
 
-use crate::error::Result;
-use crate::ops::GsnOps;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::Dtype;
 use ndarray::{Array2, ArrayView2};
 
 /// The default grid: numpy's `linspace(0, 1, 51)` (`i · 0.02`, last exactly 1.0).
@@ -10,6 +11,21 @@ pub fn default_levels() -> Vec<f64> {
     (0..51)
         .map(|i| if i == 50 { 1.0 } else { i as f64 * step })
         .collect()
+}
+
+/// Checks explicit levels: a non-empty list of numbers in [0, 1].
+pub fn check_levels(levels: &[f64]) -> Result<()> {
+    if levels.is_empty() {
+        return Err(Error::InvalidInput(
+            "shrink_levels must be a non-empty list of numbers in [0, 1]".into(),
+        ));
+    }
+    if let Some(v) = levels.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        return Err(Error::InvalidInput(format!(
+            "shrink level {v} is outside [0, 1] (a level scales the off-diagonal covariances: 0 keeps the diagonal, 1 the full matrix)"
+        )));
+    }
+    Ok(())
 }
 
 /// `Sh_λ(A)`: off-diagonal entries times λ, diagonal unchanged. For N = 1 the variance is kept
@@ -22,19 +38,12 @@ pub fn shrink(a: ArrayView2<f64>, level: f64) -> Array2<f64> {
     )
 }
 
-/// The mean held-out Gaussian NLL from its parts: `½·Σ‖L⁻¹p‖²/M + Σ log L_ii + ½·N·log 2π`;
-/// NaN when not finite (or when there are no points).
-pub fn nll_value(sumsq: f64, points: usize, logdet: f64, n: usize) -> f64 {
-    if points == 0 {
-        return f64::NAN;
-    }
-    let v =
-        0.5 * sumsq / points as f64 + logdet + 0.5 * n as f64 * (2.0 * std::f64::consts::PI).ln();
-    if v.is_finite() {
-        v
-    } else {
-        f64::NAN
-    }
+/// The backend that scores shrinkage levels, and the precision asked for.
+pub struct Scorer<'a, B: Backend> {
+    /// The backend.
+    pub backend: &'a B,
+    /// The precision of the fit (a GPU scores in f32 when f32 is asked for).
+    pub dtype: Dtype,
 }
 
 /// Index of the first smallest non-NaN value; all NaN → `None`.
@@ -54,14 +63,21 @@ pub fn choose(nll: &[f64]) -> Option<usize> {
 
 /// Scores the levels and picks one. Returns (index, nll curve); all-NaN curves give index 0 and
 /// the warning "All covariance matrices were singular." pushed onto `warnings`.
-pub fn select_level(
-    ops: &dyn GsnOps,
+pub fn select_level<B: Backend>(
+    scorer: &Scorer<'_, B>,
     train: ArrayView2<f64>,
     pts: ArrayView2<f64>,
     levels: &[f64],
     warnings: &mut Vec<String>,
 ) -> Result<(usize, Vec<f64>)> {
-    let nll = ops.shrinkage_nll(train, pts, levels)?;
+    if train.iter().chain(pts.iter()).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite(
+            "the covariance overflows the float64 range (the data are too large in magnitude); rescale the data (ncsnr is scale-free)".into(),
+        ));
+    }
+    let nll = scorer
+        .backend
+        .shrinkage_nll(train, pts, levels, scorer.dtype)?;
     let k = match choose(&nll) {
         Some(k) => k,
         None => {

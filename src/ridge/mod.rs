@@ -1,25 +1,26 @@
 //! FastL2LiR: ridge regression where every output unit keeps its top-k input features by |r|
-//! (spec: `fastl2lir-spec.md`). [`fit`] validates, resolves the device, runs the chosen path on
-//! the backend ([`crate::ops::RidgeOps`]) and returns a [`RidgeModel`].
+//! (spec: `fastl2lir-spec.md`). [`fit`] validates, plans memory, resolves the device and runs the
+//! chosen path. The paths are written once here, generic over [`Backend`]: the selection path
+//! ([`paths::SelectedFit`]), the dense path ([`paths::DenseFit`]) and prediction; the per-unit
+//! path ([`per_unit`]) runs on the CPU.
 
 pub mod model;
 pub mod normalize;
 pub mod params;
+pub mod paths;
 pub mod per_unit;
 pub mod select;
 pub mod shape;
 
 pub use model::RidgeModel;
 pub use params::{FitParams, Progress, SelectSample, SpatialNorm};
+pub use paths::{plan_dense, plan_selected};
 
-use crate::cpu::CpuOps;
-use crate::device::{self, memory, Device, Resolved};
+use crate::device::memory;
+use crate::dispatch;
 use crate::error::{Error, Result};
-use crate::gpu::GpuOps;
-use crate::ops::RidgeOps;
 use crate::Dtype;
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, CowArray, Ix2};
-use select::TieBreak;
+use ndarray::{Array2, ArrayView2, ArrayViewD, Axis, CowArray, Ix2};
 use std::time::{Duration, Instant};
 
 /// Which algorithm a fit ran.
@@ -54,8 +55,15 @@ pub struct FitOutput {
     pub warnings: Vec<String>,
 }
 
-fn check_finite(a: ArrayView2<f64>, what: &str, allow_nan: bool) -> Result<()> {
-    for ((i, j), v) in a.indexed_iter() {
+/// Checks that `a` is finite (NaN allowed when `allow_nan`) and, for an f32 fit, that every
+/// value is representable in f32.
+pub(crate) fn check_values(
+    a: ArrayView2<f64>,
+    what: &str,
+    allow_nan: bool,
+    dtype: Dtype,
+) -> Result<()> {
+    for ((i, j), &v) in a.indexed_iter() {
         if v.is_infinite() || (!allow_nan && v.is_nan()) {
             return Err(Error::NonFinite(format!(
                 "{what} has {v} at [{i}, {j}]; {}",
@@ -66,36 +74,23 @@ fn check_finite(a: ArrayView2<f64>, what: &str, allow_nan: bool) -> Result<()> {
                 }
             )));
         }
+        if dtype == Dtype::F32 && v.is_finite() && (v as f32).is_infinite() {
+            return Err(Error::NonFinite(format!(
+                "{what} has {v:e} at [{i}, {j}], which overflows float32 (largest {:e}); use dtype f64 or rescale",
+                f32::MAX
+            )));
+        }
     }
     Ok(())
-}
-
-/// The backend for a resolved device.
-pub fn backend(
-    resolved: &Resolved,
-    max_memory: Option<u64>,
-    chunk_cap: usize,
-) -> Box<dyn RidgeOps> {
-    match resolved {
-        Resolved::Cpu => {
-            let mut c = CpuOps::new(max_memory.unwrap_or_else(memory::default_cpu_budget));
-            c.unit_chunk_cap = chunk_cap;
-            Box::new(c)
-        }
-        Resolved::Gpu(ctx) => {
-            let mut g = GpuOps::new(ctx.clone(), max_memory);
-            g.unit_chunk_cap = chunk_cap;
-            Box::new(g)
-        }
-    }
 }
 
 /// Fits FastL2LiR. `x` is `n × F`; `y` is `n × U` or `n × s1 × … × sk`.
 ///
 /// Errors (never panics) on: Y with fewer than 2 dimensions, mismatched rows, empty inputs,
-/// NaN/Inf (NaN in Y is allowed with `select_sample = remove_nan`), negative or non-finite
-/// alpha, fewer than 2 samples with selection, singular systems, and device failures (under
-/// `auto` a device failure falls back to the CPU with a logged warning).
+/// NaN/Inf (NaN in Y is allowed with `select_sample = remove_nan`), values that overflow f32 in
+/// an f32 fit, negative or non-finite alpha, fewer than 2 samples with selection, a problem
+/// that does not fit the memory budget, singular systems, and device failures (under `auto` a
+/// device failure falls back to the CPU with a logged warning).
 pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result<FitOutput> {
     params.validate()?;
     if y.ndim() < 2 {
@@ -119,149 +114,153 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
         )));
     }
     let unit_shape: Vec<usize> = y.shape()[1..].to_vec();
+    let units: usize = unit_shape.iter().product();
     let dtype = params.dtype;
-    // f32 fits round their inputs first; f64 fits use X as given (no copy)
+    let k = if params.n_feat == 0 { f } else { params.n_feat };
+    let per_unit = params.per_unit_path();
+    let no_selection = k >= f;
+    // memory of the inputs neurofit copies (flattened Y; an f32 fit's rounded X) is planned
+    // before the copies are made
+    let copies = 8 * (n * units) as u64
+        + if dtype == Dtype::F32 {
+            8 * (n * f) as u64
+        } else {
+            0
+        };
+    let host_budget = params.max_memory.unwrap_or_else(memory::default_cpu_budget);
+    if copies > host_budget {
+        return Err(Error::OutOfMemory(format!(
+            "the working copies of X and Y need {} but the memory budget is {}; raise max_memory",
+            memory::format_size(copies),
+            memory::format_size(host_budget)
+        )));
+    }
+    check_values(x, "X", false, dtype)?;
     let x: CowArray<f64, Ix2> = match dtype {
         Dtype::F64 => x.into(),
         Dtype::F32 => x.mapv(|v| dtype.round(v)).into(),
     };
     let mut y2 = shape::flatten_units(y);
+    check_values(y2.view(), "Y", params.select_sample.is_some(), dtype)?;
     if dtype == Dtype::F32 {
         y2.mapv_inplace(|v| dtype.round(v));
     }
-    check_finite(x.view(), "X", false)?;
-    check_finite(y2.view(), "Y", params.select_sample.is_some())?;
-    let units = y2.ncols();
     let mut warnings = Vec::new();
-    let k = if params.n_feat == 0 { f } else { params.n_feat };
     if k > f {
         let w = "X has less features than n_feat (X.shape[1] < n_feat). Feature selection is not applied.".to_string();
         log::warn!("{w}");
         warnings.push(w);
     }
-    let no_selection = k >= f;
-    let per_unit = params.per_unit_path();
     if !per_unit && !no_selection && n < 2 {
         return Err(Error::InvalidInput(format!(
             "feature selection needs at least 2 samples for correlations, got {n}"
         )));
     }
-    let (nf, ff, uf, kf) = (n as f64, f as f64, units as f64, k as f64);
-    let flops = if per_unit {
-        0.0
-    } else if no_selection {
-        nf * ff * ff + ff * ff * ff / 3.0 + 2.0 * nf * ff * uf
-    } else {
-        nf * ff * ff + 4.0 * nf * ff * uf + uf * (kf + 1.0).powi(3) / 3.0
-    };
-    let resolved = if per_unit {
-        if matches!(params.device, Device::Gpu(_)) {
-            log::info!(
-                "the per-unit path (save_select_feat/spatial_norm/select_sample) runs on the CPU"
-            );
-        }
-        Resolved::Cpu
-    } else {
-        device::resolve(&params.device, dtype, flops)?
-    };
-    let run = |res: &Resolved| -> Result<FitOutput> {
-        run_fit(
-            x.view(),
-            y2.view(),
-            params,
-            k,
-            no_selection,
-            per_unit,
-            res,
-            &unit_shape,
-            warnings.clone(),
-        )
-    };
-    let (mut out, fell_back) = device::with_cpu_fallback(&params.device, &resolved, "fit", run)?;
-    out.warnings.extend(fell_back);
-    Ok(out)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_fit(
-    x: ArrayView2<f64>,
-    y: ArrayView2<f64>,
-    params: &FitParams,
-    k: usize,
-    no_selection: bool,
-    per_unit: bool,
-    resolved: &Resolved,
-    unit_shape: &[usize],
-    warnings: Vec<String>,
-) -> Result<FitOutput> {
-    let (n, f) = x.dim();
-    let units = y.ncols();
-    let dtype = params.dtype;
-    let ops = backend(resolved, params.max_memory, params.chunk_size);
     let report = |d: usize| {
         if let Some(p) = &params.progress {
             p(d, units)
         }
     };
-    let mut timings = Vec::new();
-    let mut selected = None;
-    let mut corr_abs = None;
-    let mut s_mask = None;
     let t0 = Instant::now();
-    let (w, b, path): (Array2<f64>, Array1<f64>, FitPath) = if per_unit {
-        let r = per_unit::fit_per_unit(
-            x,
-            y,
-            params.alpha,
+    let (w, b, s, path, device, mut timings, selected, corr_abs) = if per_unit {
+        if matches!(params.device, crate::Device::Gpu(_)) {
+            log::info!(
+                "the per-unit path (save_select_feat/spatial_norm/select_sample) runs on the CPU"
+            );
+        }
+        per_unit::check_budget(
+            n,
+            f,
+            units,
+            k.min(f),
+            params.select_sample.is_some(),
+            host_budget,
+        )?;
+        let opt = per_unit::PerUnitOptions {
+            alpha: params.alpha,
             k,
             no_selection,
-            params.spatial_norm,
-            params.select_sample,
-            &report,
-        )?;
-        timings.push(("per-unit fit".to_string(), t0.elapsed()));
-        s_mask = Some(r.s);
-        (r.w, r.b, FitPath::PerUnit)
+            norm: params.spatial_norm,
+            select_sample: params.select_sample,
+        };
+        let r = per_unit::fit_per_unit(x.view(), y2.view(), &opt, &report)?;
+        let t = vec![("per-unit fit".to_string(), t0.elapsed())];
+        let dev = dispatch::cpu(params.max_memory).describe();
+        (r.w, r.b, Some(r.s), FitPath::PerUnit, dev, t, None, None)
     } else if no_selection {
-        let (w, b) = ops.solve_dense(x, y, params.alpha, dtype)?;
-        timings.push(("dense solve".to_string(), t0.elapsed()));
+        let job = paths::DenseFit {
+            x: x.view(),
+            y: y2.view(),
+            alpha: params.alpha,
+            dtype,
+        };
+        let ran = dispatch::run(
+            &params.device,
+            dtype,
+            job.flops(),
+            params.max_memory,
+            "fit",
+            &job,
+        )?;
+        warnings.extend(ran.fallback);
         report(units);
         let path = if n > f + 1 {
             FitPath::DensePrimal
         } else {
             FitPath::DenseDual
         };
-        (w, b, path)
+        let (w, b) = ran.output;
+        let t = vec![("dense solve".to_string(), t0.elapsed())];
+        (w, b, None, path, ran.device, t, None, None)
     } else {
-        let corr = ops.abs_correlations(x, y, dtype)?;
-        timings.push(("correlations".to_string(), t0.elapsed()));
-        let t1 = Instant::now();
-        let sel = select::top_k_rows(corr.view(), k, TieBreak::HigherIndex);
-        timings.push(("top-k selection".to_string(), t1.elapsed()));
-        let t2 = Instant::now();
-        let (w, b) = ops.solve_selected(x, y, sel.view(), params.alpha, dtype, 0, &report)?;
-        timings.push(("gram + per-unit solves".to_string(), t2.elapsed()));
-        report(units);
-        corr_abs = Some(corr.reversed_axes()); // F × U without a copy
-        selected = Some(sel);
-        (w, b, FitPath::Selected)
+        let job = paths::SelectedFit {
+            x: x.view(),
+            y: y2.view(),
+            k,
+            alpha: params.alpha,
+            dtype,
+            chunk_cap: params.chunk_size,
+            progress: &report,
+        };
+        let ran = dispatch::run(
+            &params.device,
+            dtype,
+            job.flops(),
+            params.max_memory,
+            "fit",
+            &job,
+        )?;
+        warnings.extend(ran.fallback);
+        let o = ran.output;
+        (
+            o.w,
+            o.b,
+            None,
+            FitPath::Selected,
+            ran.device,
+            o.timings,
+            Some(o.selected),
+            Some(o.corr_abs),
+        )
     };
+    let t1 = Instant::now();
     let w = w.mapv(|v| dtype.round(v));
     let b = b.mapv(|v| dtype.round(v));
     let model = RidgeModel::from_flat(
         w.view(),
         b.view(),
-        s_mask.as_ref().map(|s| s.view()),
-        unit_shape,
+        s.as_ref().map(|s| s.view()),
+        &unit_shape,
         dtype,
         params.spatial_norm,
     )?;
+    timings.push(("model".to_string(), t1.elapsed()));
     Ok(FitOutput {
         model,
         selected,
         corr_abs,
         path,
-        device: resolved.describe(),
+        device,
         timings,
         warnings,
     })
@@ -273,15 +272,8 @@ pub fn mean_unit_correlation(pred: ArrayView2<f64>, obs: ArrayView2<f64>) -> f64
     let mut total = 0.0;
     let mut count = 0usize;
     for (p, o) in pred.axis_iter(Axis(1)).zip(obs.axis_iter(Axis(1))) {
-        let (pm, om) = (p.mean().unwrap_or(0.0), o.mean().unwrap_or(0.0));
-        let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-        for (a, b) in p.iter().zip(o.iter()) {
-            sxy += (a - pm) * (b - om);
-            sxx += (a - pm) * (a - pm);
-            syy += (b - om) * (b - om);
-        }
-        if sxx > 0.0 && syy > 0.0 {
-            total += sxy / (sxx * syy).sqrt();
+        if let Some(r) = crate::linalg::pearson(p, o) {
+            total += r;
             count += 1;
         }
     }

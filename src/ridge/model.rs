@@ -1,13 +1,18 @@
 //! A fitted FastL2LiR model: `W` `(F, s1..sk)`, `b` `(1, s1..sk)`, optionally the selection mask
-//! `S` and the fit options prediction needs.
+//! `S` and the fit options prediction needs; [`RidgeModel::save`] and [`RidgeModel::load`] own
+//! its `.npz` format (README, "model.npz").
 
 use super::params::SpatialNorm;
+use super::paths::Predict;
 use super::per_unit::normalized_columns;
 use super::shape::{flatten_any, unflatten_units};
-use crate::device;
+use crate::device::{memory, Device};
+use crate::dispatch;
 use crate::error::{Error, Result};
+use crate::io::{self, NpzMember, NpzReader};
 use crate::Dtype;
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, CowArray, Ix2};
+use std::path::Path;
 
 /// A FastL2LiR model.
 #[derive(Debug, Clone)]
@@ -107,7 +112,7 @@ impl RidgeModel {
     /// Predicts `(n', s1..sk)` from `x` (`n' × F`), in the model's dtype (values rounded to it).
     /// With `spatial_norm`, each unit's selected features (S, ascending index) are normalised per
     /// sample first (spec §8); otherwise `X W + b`.
-    pub fn predict(&self, x: ArrayView2<f64>, device: &device::Device) -> Result<ArrayD<f64>> {
+    pub fn predict(&self, x: ArrayView2<f64>, device: &Device) -> Result<ArrayD<f64>> {
         self.validate()?;
         let (rows, f) = x.dim();
         if f != self.n_features() {
@@ -124,9 +129,7 @@ impl RidgeModel {
             Dtype::F64 => x.into(),
             Dtype::F32 => x.mapv(|v| self.dtype.round(v)).into(),
         };
-        if let Some(((i, j), v)) = xr.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(Error::NonFinite(format!("X has {v} at [{i}, {j}]")));
-        }
+        super::check_values(x, "X", false, self.dtype)?;
         let w = self.w_flat();
         let b = self.b_flat();
         let units = w.ncols();
@@ -142,17 +145,88 @@ impl RidgeModel {
             }
             out
         } else {
-            let flops = 2.0 * (rows * f * units) as f64;
-            let resolved = device::resolve(device, self.dtype, flops)?;
-            device::with_cpu_fallback(device, &resolved, "predict", |res| {
-                super::backend(res, None, 0).predict(xr.view(), w.view(), b.view(), self.dtype)
-            })?
-            .0
+            let job = Predict {
+                x: xr.view(),
+                w: w.view(),
+                b: b.view(),
+                dtype: self.dtype,
+            };
+            dispatch::run(device, self.dtype, job.flops(), None, "predict", &job)?.output
         };
         let mut out = out;
         if self.dtype == Dtype::F32 {
             out.mapv_inplace(|v| self.dtype.round(v));
         }
         Ok(unflatten_units(out.view(), self.unit_shape()))
+    }
+
+    /// Writes the model as `.npz` (atomically): `W` `(F, s1..sk)` and `b` `(1, s1..sk)` in the
+    /// model's dtype, `S` (bool) when present, and `dtype`, `spatial_norm` (text), `alpha`,
+    /// `n_feat` (scalars; the fit options, kept for the record).
+    pub fn save(&self, path: &Path, alpha: f64, n_feat: usize) -> Result<()> {
+        let arr = |a: &ArrayD<f64>| match self.dtype {
+            Dtype::F64 => NpzMember::F64(a.clone()),
+            Dtype::F32 => NpzMember::F32(a.mapv(|v| v as f32)),
+        };
+        let mut members = vec![
+            ("W", arr(&self.w)),
+            ("b", arr(&self.b)),
+            ("dtype", NpzMember::Text(self.dtype.to_string())),
+            ("alpha", NpzMember::scalar(alpha)),
+            ("n_feat", NpzMember::int(n_feat as i64)),
+        ];
+        if let Some(s) = &self.s {
+            members.push(("S", NpzMember::Bool(s.clone())));
+        }
+        if let Some(n) = self.spatial_norm {
+            members.push(("spatial_norm", NpzMember::Text(n.to_string())));
+        }
+        io::npz::write_npz(path, &members)
+    }
+
+    /// Reads a model written by [`RidgeModel::save`] (or re-saved by numpy: deflated members
+    /// and members neurofit does not use are fine), refusing members whose f64 copies exceed
+    /// the default memory budget.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_within(path, memory::default_cpu_budget())
+    }
+
+    /// [`RidgeModel::load`] within `budget` bytes.
+    pub fn load_within(path: &Path, budget: u64) -> Result<Self> {
+        let mut z = NpzReader::open(path)?;
+        for need in ["W", "b"] {
+            if !z.contains(need) {
+                return Err(io::io_err(
+                    path,
+                    format!("has no member '{need}': not a neurofit model"),
+                ));
+            }
+        }
+        let dtype: Dtype = if z.contains("dtype") {
+            z.text("dtype")?.parse()?
+        } else {
+            Dtype::F64
+        };
+        let spatial_norm = if z.contains("spatial_norm") {
+            Some(z.text("spatial_norm")?.parse()?)
+        } else {
+            None
+        };
+        let w = z.f64("W", budget)?;
+        let b = z.f64("b", budget.saturating_sub(8 * w.len() as u64))?;
+        let s = if z.contains("S") {
+            Some(z.bool("S", budget)?)
+        } else {
+            None
+        };
+        let model = RidgeModel {
+            w,
+            b,
+            s,
+            dtype,
+            spatial_norm,
+        };
+        model.validate()?;
+        Ok(model)
     }
 }

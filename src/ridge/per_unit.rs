@@ -75,18 +75,60 @@ pub fn normalized_columns(
     Ok(z)
 }
 
+/// Refuses a per-unit fit whose memory exceeds `budget`: X and Y, the outputs W and S, each
+/// unit's selection and solution, and per thread the copy of X a row selection makes, the
+/// normalised features and the small system.
+pub fn check_budget(
+    n: usize,
+    f: usize,
+    units: usize,
+    k: usize,
+    row_selection: bool,
+    budget: u64,
+) -> Result<()> {
+    let m = k + 1;
+    let threads = rayon::current_num_threads();
+    let per_thread = if row_selection { n * f } else { 0 } + 2 * n * m + m * m;
+    let need = 8 * (n * f + n * units + f * units + threads * per_thread + units * 2 * m) as u64
+        + (f * units) as u64;
+    if need > budget {
+        return Err(Error::OutOfMemory(format!(
+            "the per-unit path needs {} but the memory budget is {}; raise max_memory",
+            crate::device::memory::format_size(need),
+            crate::device::memory::format_size(budget)
+        )));
+    }
+    Ok(())
+}
+
+/// The options of a per-unit fit.
+pub struct PerUnitOptions {
+    /// Ridge penalty.
+    pub alpha: f64,
+    /// Features per unit.
+    pub k: usize,
+    /// Keep every feature (`k ≥ F`).
+    pub no_selection: bool,
+    /// Row-wise normalisation of the selected features.
+    pub norm: Option<SpatialNorm>,
+    /// Row selection per unit.
+    pub select_sample: Option<SelectSample>,
+}
+
 /// Fits every unit of `y` (`n × U`, NaN allowed when `select_sample` is set).
-#[allow(clippy::too_many_arguments)]
 pub fn fit_per_unit(
     x: ArrayView2<f64>,
     y: ArrayView2<f64>,
-    alpha: f64,
-    k: usize,
-    no_selection: bool,
-    norm: Option<SpatialNorm>,
-    select_sample: Option<SelectSample>,
+    opt: &PerUnitOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<PerUnitFit> {
+    let PerUnitOptions {
+        alpha,
+        k,
+        no_selection,
+        norm,
+        select_sample,
+    } = *opt;
     let (n, f) = x.dim();
     let units = y.ncols();
     let done = std::sync::atomic::AtomicUsize::new(0);

@@ -32,6 +32,16 @@ pub fn load(model: &str, case: &str, name: &str) -> ArrayD<f64> {
     neurofit::io::read_npy(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
+/// Loads a bool `.npy` array.
+pub fn load_bool(model: &str, case: &str, name: &str) -> ndarray::ArrayD<bool> {
+    let p = case_dir(model, case).join(format!("{name}.npy"));
+    let f = std::fs::File::open(&p).unwrap();
+    let len = f.metadata().unwrap().len();
+    let mut r = std::io::BufReader::new(f);
+    let h = neurofit::io::npy::read_header(&mut r, len).unwrap();
+    neurofit::io::npy::read_bool(&mut r, &h).unwrap()
+}
+
 /// Loads `<case>/<name>.npy` if present.
 pub fn load_opt(model: &str, case: &str, name: &str) -> Option<ArrayD<f64>> {
     let p = case_dir(model, case).join(format!("{name}.npy"));
@@ -73,23 +83,109 @@ pub fn assert_close(what: &str, got: &ArrayD<f64>, reference: &ArrayD<f64>, rel:
     );
 }
 
-/// The GPU device for tests (`NEUROFIT_TEST_GPU`, default `gpu`), or `None` with a visible skip
-/// message when no adapter exists. With `NEUROFIT_REQUIRE_GPU=1` a missing adapter fails.
-pub fn test_gpu(needs_f64: bool) -> Option<Device> {
+/// Whether a GPU adapter for the tests exists (with `SHADER_F64` when `needs_f64`).
+pub fn gpu_available(needs_f64: bool) -> bool {
+    neurofit::gpu::adapters::quiet_runtime_dir();
+    let adapters = neurofit::dispatch::adapters();
+    !adapters.is_empty() && (!needs_f64 || adapters.iter().any(|a| a.shader_f64))
+}
+
+/// The device the GPU tests use: `NEUROFIT_TEST_GPU`, default `gpu`.
+pub fn gpu_device() -> Device {
     let sel = std::env::var("NEUROFIT_TEST_GPU").unwrap_or_else(|_| "gpu".into());
-    let dev: Device = sel.parse().expect("NEUROFIT_TEST_GPU");
-    let adapters = neurofit::gpu::enumerate();
-    let ok = !adapters.is_empty() && (!needs_f64 || adapters.iter().any(|a| a.shader_f64));
-    if ok {
-        return Some(dev);
+    sel.parse().expect("NEUROFIT_TEST_GPU")
+}
+
+fn gpu_required() -> bool {
+    std::env::var("NEUROFIT_REQUIRE_GPU").as_deref() == Ok("1")
+}
+
+/// The GPU device for tests, or `None` with a visible skip message when no adapter exists.
+/// With `NEUROFIT_REQUIRE_GPU=1` a missing adapter fails.
+pub fn test_gpu(needs_f64: bool) -> Option<Device> {
+    if gpu_available(needs_f64) {
+        return Some(gpu_device());
     }
     let msg = format!(
         "no GPU adapter{} found",
         if needs_f64 { " with SHADER_F64" } else { "" }
     );
-    if std::env::var("NEUROFIT_REQUIRE_GPU").as_deref() == Ok("1") {
+    if gpu_required() {
         panic!("NEUROFIT_REQUIRE_GPU=1 but {msg}");
     }
     eprintln!("SKIPPED (GPU test): {msg}; install mesa-vulkan-drivers for lavapipe");
     None
+}
+
+/// A test binary's trials (libtest-mimic): each test instantiated on the CPU and on the GPU.
+/// Where no adapter exists the GPU trials are reported as *ignored* (counted in the summary
+/// line, with a message), not as passed; with `NEUROFIT_REQUIRE_GPU=1` they fail instead.
+pub struct Suite {
+    trials: Vec<libtest_mimic::Trial>,
+    skipped: usize,
+}
+
+fn trial(name: String, f: impl FnOnce() + Send + 'static) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::test(name, move || {
+        f();
+        Ok(())
+    })
+}
+
+impl Suite {
+    /// An empty suite (and, before the harness starts threads, a private XDG_RUNTIME_DIR).
+    pub fn new() -> Self {
+        neurofit::gpu::adapters::quiet_runtime_dir();
+        Suite {
+            trials: Vec::new(),
+            skipped: 0,
+        }
+    }
+
+    /// A test that needs no device choice.
+    pub fn test(&mut self, name: &str, f: impl FnOnce() + Send + 'static) {
+        self.trials.push(trial(name.to_string(), f));
+    }
+
+    /// A test on the GPU only (e.g. GPU/CPU parity).
+    pub fn gpu(&mut self, name: &str, needs_f64: bool, f: impl FnOnce(Device) + Send + 'static) {
+        let name = format!("gpu::{name}");
+        if gpu_available(needs_f64) {
+            self.trials.push(trial(name, move || f(gpu_device())));
+        } else if gpu_required() {
+            self.trials.push(trial(name, move || {
+                panic!(
+                    "NEUROFIT_REQUIRE_GPU=1 but no GPU adapter{} was found",
+                    if needs_f64 { " with SHADER_F64" } else { "" }
+                )
+            }));
+        } else {
+            self.skipped += 1;
+            self.trials.push(trial(name, || {}).with_ignored_flag(true));
+        }
+    }
+
+    /// The same test on the CPU (`cpu::name`) and on the GPU (`gpu::name`).
+    pub fn each_backend(
+        &mut self,
+        name: &str,
+        needs_f64: bool,
+        f: impl Fn(Device) + Send + Sync + Clone + 'static,
+    ) {
+        let g = f.clone();
+        self.trials
+            .push(trial(format!("cpu::{name}"), move || f(Device::Cpu)));
+        self.gpu(name, needs_f64, g);
+    }
+
+    /// Runs the trials selected by the command line and exits.
+    pub fn run(self) -> ! {
+        if self.skipped > 0 {
+            eprintln!(
+                "SKIPPED (GPU tests): {} GPU trials are reported as ignored: no GPU adapter found (install mesa-vulkan-drivers for lavapipe; NEUROFIT_REQUIRE_GPU=1 makes this a failure)",
+                self.skipped
+            );
+        }
+        libtest_mimic::run(&libtest_mimic::Arguments::from_args(), self.trials).exit()
+    }
 }

@@ -1,16 +1,19 @@
-//! The `neurofit` command line: FastL2LiR fits on `.npy`/`.npz` files, device listing, demo.
+//! The `neurofit` command line: parses arguments, calls the library and prints. FastL2LiR fits
+//! and predictions and GSN on `.npy`/`.npz` files, device listing, the demo and the benchmark.
+
+mod bench;
+mod demo;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{ArrayD, Ix2};
+use ndarray::Ix2;
 use neurofit::device::memory;
-use neurofit::io::{self, NpzMember};
+use neurofit::io;
 use neurofit::ridge::{self, FitParams, RidgeModel};
 use neurofit::{Device, Dtype, Error, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -137,8 +140,8 @@ struct GsnArgs {
     /// Score only the level 1.0 (no shrinkage).
     #[arg(long)]
     no_shrinkage: bool,
-    /// Explicit comma-separated levels, e.g. 0,0.5,1.
-    #[arg(long)]
+    /// Explicit comma-separated levels in [0, 1], e.g. 0,0.5,1.
+    #[arg(long, allow_hyphen_values = true)]
     shrink_levels: Option<String>,
     /// Optional outputs: cN,cS,cNb,cSb,eigvecs_signal,eigvals_signal,eigvecs_difference,eigvals_difference.
     #[arg(long, default_value = "cN,cS,cNb,cSb")]
@@ -185,13 +188,13 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
-fn read_matrix(path: &Path, what: &str) -> Result<ndarray::Array2<f64>> {
-    let a = io::read_npy(path)?;
+fn read_matrix(path: &Path, what: &str, budget: u64) -> Result<ndarray::Array2<f64>> {
+    let a = io::read_npy_within(path, budget)?;
     let shape = a.shape().to_vec();
     a.into_dimensionality::<Ix2>().map_err(|_| {
         Error::InvalidInput(format!(
             "{what} ({}) must be 2-D (samples × features), got shape {shape:?}",
-            path.display()
+            io::shown(path)
         ))
     })
 }
@@ -219,8 +222,9 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
         .transpose()?;
     let spatial_norm = a.spatial_norm.as_deref().map(str::parse).transpose()?;
     let select_sample = a.select_sample.as_deref().map(str::parse).transpose()?;
-    let x = read_matrix(&a.x, "X")?;
-    let y = io::read_npy(&a.y)?;
+    let budget = max_memory.unwrap_or_else(memory::default_cpu_budget);
+    let x = read_matrix(&a.x, "X", budget)?;
+    let y = io::read_npy_within(&a.y, budget.saturating_sub(8 * x.len() as u64))?;
     let pb = progress_bar(quiet);
     let progress: Option<ridge::Progress> = pb.clone().map(|pb| {
         Arc::new(move |done: usize, total: usize| {
@@ -244,77 +248,24 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    save_model(&a.out, &out.model, &params)?;
+    out.model.save(&a.out, params.alpha, params.n_feat)?;
     if !quiet {
         eprintln!(
             "fitted {:?} on {} in {:.3} s; wrote {}",
             out.path,
             out.device,
             out.timings.iter().map(|t| t.1.as_secs_f64()).sum::<f64>(),
-            a.out.display()
+            io::shown(&a.out)
         );
     }
     Ok(())
 }
 
-fn arr_member(a: &ArrayD<f64>, dtype: Dtype) -> NpzMember {
-    match dtype {
-        Dtype::F64 => NpzMember::F64(a.clone()),
-        Dtype::F32 => NpzMember::F32(a.mapv(|v| v as f32)),
-    }
-}
-
-fn save_model(path: &Path, m: &RidgeModel, p: &FitParams) -> Result<()> {
-    let mut members = vec![
-        ("W", arr_member(&m.w, m.dtype)),
-        ("b", arr_member(&m.b, m.dtype)),
-        ("dtype", NpzMember::Text(m.dtype.to_string())),
-        ("alpha", NpzMember::F64(ndarray::arr0(p.alpha).into_dyn())),
-        (
-            "n_feat",
-            NpzMember::I64(ndarray::arr0(p.n_feat as i64).into_dyn()),
-        ),
-    ];
-    if let Some(s) = &m.s {
-        members.push(("S", NpzMember::Bool(s.clone())));
-    }
-    if let Some(n) = m.spatial_norm {
-        members.push(("spatial_norm", NpzMember::Text(n.to_string())));
-    }
-    io::write_npz(path, members)
-}
-
-fn load_model(path: &Path) -> Result<RidgeModel> {
-    let c = io::read_npz(path, &["S"])?;
-    let get = |k: &str| {
-        c.arrays.get(k).cloned().ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{} has no member '{k}': not a neurofit model",
-                path.display()
-            ))
-        })
-    };
-    let dtype: Dtype = io::text_member(&c, "dtype")
-        .unwrap_or_else(|| "f64".into())
-        .parse()?;
-    let spatial_norm = io::text_member(&c, "spatial_norm")
-        .map(|s| s.parse())
-        .transpose()?;
-    let model = RidgeModel {
-        w: get("W")?,
-        b: get("b")?,
-        s: c.bools.get("S").cloned(),
-        dtype,
-        spatial_norm,
-    };
-    model.validate()?;
-    Ok(model)
-}
-
 fn ridge_predict(a: PredictArgs) -> Result<()> {
     let device: Device = a.device.parse()?;
-    let model = load_model(&a.model)?;
-    let x = read_matrix(&a.x, "X")?;
+    let budget = memory::default_cpu_budget();
+    let model = RidgeModel::load_within(&a.model, budget)?;
+    let x = read_matrix(&a.x, "X", budget.saturating_sub(8 * model.w.len() as u64))?;
     let y = model.predict(x.view(), &device)?;
     match model.dtype {
         Dtype::F64 => io::write_npy(&a.out, &y),
@@ -351,7 +302,10 @@ fn run_gsn(a: GsnArgs, quiet: bool) -> Result<()> {
             .map(memory::parse_size)
             .transpose()?,
     };
-    let raw = io::read_npy(&a.data)?;
+    let raw = io::read_npy_within(
+        &a.data,
+        opt.max_memory.unwrap_or_else(memory::default_cpu_budget),
+    )?;
     let shape = raw.shape().to_vec();
     let data = raw.into_dimensionality::<ndarray::Ix3>().map_err(|_| {
         Error::InvalidInput(format!(
@@ -359,47 +313,7 @@ fn run_gsn(a: GsnArgs, quiet: bool) -> Result<()> {
         ))
     })?;
     let r = neurofit::gsn::perform_gsn(data.view(), &opt)?;
-    // in an f32 run the reference returns mnN, mnS, ncsnr, cN and cS as f32, the rest as f64
-    let small = |x: ArrayD<f64>| match dtype {
-        Dtype::F64 => NpzMember::F64(x),
-        Dtype::F32 => NpzMember::F32(x.mapv(|v| v as f32)),
-    };
-    let scalar = |v: f64| NpzMember::F64(ndarray::arr0(v).into_dyn());
-    let mut m = vec![
-        ("mnN", small(r.mn_n.into_dyn())),
-        ("mnS", small(r.mn_s.into_dyn())),
-        ("ncsnr", small(r.ncsnr.into_dyn())),
-        ("shrinklevelN", scalar(r.shrinklevel_n)),
-        ("shrinklevelD", scalar(r.shrinklevel_d)),
-        (
-            "numiters",
-            NpzMember::I64(ndarray::arr0(r.numiters as i64).into_dyn()),
-        ),
-    ];
-    let optional = [
-        ("cN", r.c_n.map(|x| small(x.into_dyn()))),
-        ("cS", r.c_s.map(|x| small(x.into_dyn()))),
-        ("cNb", r.c_nb.map(|x| NpzMember::F64(x.into_dyn()))),
-        ("cSb", r.c_sb.map(|x| NpzMember::F64(x.into_dyn()))),
-        (
-            "eigvecs_signal",
-            r.eigvecs_signal.map(|x| NpzMember::F64(x.into_dyn())),
-        ),
-        (
-            "eigvals_signal",
-            r.eigvals_signal.map(|x| NpzMember::F64(x.into_dyn())),
-        ),
-        (
-            "eigvecs_difference",
-            r.eigvecs_difference.map(|x| NpzMember::F64(x.into_dyn())),
-        ),
-        (
-            "eigvals_difference",
-            r.eigvals_difference.map(|x| NpzMember::F64(x.into_dyn())),
-        ),
-    ];
-    m.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
-    io::write_npz(&a.out, m)?;
+    r.save(&a.out, dtype)?;
     if !quiet {
         eprintln!(
             "GSN on {}: shrinklevelN {} shrinklevelD {} numiters {}; wrote {}",
@@ -407,14 +321,13 @@ fn run_gsn(a: GsnArgs, quiet: bool) -> Result<()> {
             r.shrinklevel_n,
             r.shrinklevel_d,
             r.numiters,
-            a.out.display()
+            io::shown(&a.out)
         );
     }
     Ok(())
 }
 
 fn run_bench(a: BenchArgs, quiet: bool) -> Result<()> {
-    use neurofit::bench;
     let mut cfg = bench::BenchConfig::new(a.quick);
     if let Some(s) = a.scale {
         if !(s.is_finite() && s > 0.0 && s <= 4.0) {
@@ -490,17 +403,22 @@ fn run_bench(a: BenchArgs, quiet: bool) -> Result<()> {
             r.max_rel_err
         );
     }
-    println!("wrote {}/bench.json, bench.csv, bench.svg", a.out.display());
+    println!(
+        "wrote {}/bench.json, bench.csv, bench.svg",
+        io::shown(&a.out)
+    );
     Ok(())
 }
 
 fn devices() {
-    let l = neurofit::device::list_devices();
-    if l.adapters.is_empty() {
-        println!("no GPU adapters found");
-    }
-    for a in &l.adapters {
-        println!(
+    #[cfg(feature = "gpu")]
+    {
+        let adapters = neurofit::dispatch::adapters();
+        if adapters.is_empty() {
+            println!("no GPU adapters found");
+        }
+        for a in &adapters {
+            println!(
             "gpu:{}  {}  backend={:?}  type={:?}{}  f64={}  timestamps={}  max_binding={}  max_buffer={}  driver={}",
             a.index,
             a.name,
@@ -512,87 +430,43 @@ fn devices() {
             memory::format_size(a.max_binding),
             memory::format_size(a.max_buffer),
             if a.driver.is_empty() { "?" } else { &a.driver },
-        );
+            );
+            if let Some(m) = a.device_memory {
+                println!("       device memory={}", memory::format_size(m));
+            }
+        }
     }
+    #[cfg(not(feature = "gpu"))]
+    println!("no GPU support in this build (cargo feature `gpu`)");
     println!(
         "cpu    {} threads (rayon)  f64=yes  default budget={}",
-        l.cpu_threads,
-        memory::format_size(l.cpu_memory)
+        rayon::current_num_threads(),
+        memory::format_size(memory::default_cpu_budget())
     );
 }
 
-fn demo(device: &str) -> Result<()> {
-    let device: Device = device.parse()?;
-    let (n_train, n_test, voxels, units, k) = (1000, 200, 3000, 300, 200);
-    println!("neurofit demo: FastL2LiR on simulated fMRI-like data");
-    println!(
-        "  {n_train} training + {n_test} test samples, {voxels} voxels -> {units} units, n_feat={k}, alpha=100"
-    );
-    let t = Instant::now();
-    let sim = neurofit::demo::simulate(n_train + n_test, voxels, units, 7);
-    let x = sim.x.slice(ndarray::s![..n_train, ..]).to_owned();
-    let y = sim.y.slice(ndarray::s![..n_train, ..]).to_owned();
-    let xt = sim.x.slice(ndarray::s![n_train.., ..]).to_owned();
-    let yt = sim.y.slice(ndarray::s![n_train.., ..]).to_owned();
-    println!("  simulate: {:.3} s", t.elapsed().as_secs_f64());
-    let params = FitParams {
-        alpha: 100.0,
-        n_feat: k,
-        device: device.clone(),
-        ..FitParams::default()
-    };
-    let out = ridge::fit(x.view(), y.view().into_dyn(), &params)?;
-    println!("  device: {}", out.device);
-    for (stage, d) in &out.timings {
-        println!("  {stage}: {:.3} s", d.as_secs_f64());
+/// SIGINT, SIGTERM and SIGHUP delete the temporary file of a write in progress and exit with
+/// 128 + the signal's number (130 for Ctrl-C), so an interrupted command leaves no partial or
+/// temporary output.
+fn clean_up_on_interrupt() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    io::abandon_pending_writes(128 + sig);
+                }
+            });
+        }
     }
-    let t = Instant::now();
-    let pred = out.model.predict(xt.view(), &device)?;
-    println!("  predict: {:.3} s", t.elapsed().as_secs_f64());
-    let pred = pred.into_dimensionality::<Ix2>().expect("2-D");
-    let acc = ridge::mean_unit_correlation(pred.view(), yt.view());
-    println!("  decoding accuracy (mean per-unit correlation on held-out samples): {acc:.4}");
-    demo_gsn(&device)
-}
-
-fn demo_gsn(device: &Device) -> Result<()> {
-    let (n, c, t) = (200, 200, 3);
-    println!("neurofit demo: GSN on simulated responses ({n} units x {c} conditions x {t} trials)");
-    let mut rng = neurofit::demo::Rng::new(11);
-    let rank = 10;
-    let basis = ndarray::Array2::from_shape_fn((n, rank), |_| rng.normal());
-    let signal = ndarray::Array2::from_shape_fn((rank, c), |_| rng.normal());
-    let s = basis.dot(&signal) / (rank as f64).sqrt();
-    let data =
-        ndarray::Array3::from_shape_fn((n, c, t), |(i, ci, _)| s[(i, ci)] + 1.5 * rng.normal());
-    let opt = neurofit::gsn::GsnOptions {
-        device: device.clone(),
-        ..Default::default()
-    };
-    let t0 = Instant::now();
-    let r = neurofit::gsn::perform_gsn(data.view(), &opt)?;
-    println!("  device (scorer): {}", r.device);
-    for (stage, d) in &r.timings {
-        println!("  {stage}: {:.3} s", d.as_secs_f64());
-    }
-    println!("  total: {:.3} s", t0.elapsed().as_secs_f64());
-    let mut v: Vec<f64> = r.ncsnr.to_vec();
-    v.sort_by(f64::total_cmp);
-    println!(
-        "  ncsnr: median {:.3}, min {:.3}, max {:.3} (true signal/noise sd ratio ≈ {:.3})",
-        v[v.len() / 2],
-        v[0],
-        v[v.len() - 1],
-        1.0 / 1.5
-    );
-    println!(
-        "  chosen shrinkage: noise {}, data {}; biconvex iterations {}",
-        r.shrinklevel_n, r.shrinklevel_d, r.numiters
-    );
-    Ok(())
 }
 
 fn main() {
+    // before any thread exists: keep Mesa's XDG_RUNTIME_DIR complaint off stderr
+    #[cfg(feature = "gpu")]
+    neurofit::gpu::adapters::quiet_runtime_dir();
+    clean_up_on_interrupt();
     let cli = Cli::parse();
     let logger = Box::leak(Box::new(StderrLogger {
         verbose: cli.verbose,
@@ -612,10 +486,16 @@ fn main() {
             devices();
             Ok(())
         }
-        Cmd::Demo { device } => demo(&device),
+        Cmd::Demo { device } => demo::run(&device),
     };
     if let Err(e) = r {
-        eprintln!("error: {e}");
+        // one line, whatever the message holds
+        let msg: String = e
+            .to_string()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }

@@ -1,7 +1,7 @@
 //! JSON and CSV output of `neurofit bench` (schema in the README).
 
 use super::{power_law, BenchConfig, BenchDevice, Record};
-use crate::error::{Error, Result};
+use neurofit::{Error, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -131,7 +131,7 @@ pub fn write_all(
     })?;
     let write = |name: &str, text: String| {
         let path = dir.join(name);
-        crate::io::write_atomic(&path, |w| {
+        neurofit::io::write_atomic(&path, |w| {
             use std::io::Write;
             w.write_all(text.as_bytes()).map_err(|e| Error::Io {
                 path: path.display().to_string(),

@@ -7,16 +7,13 @@
 pub mod output;
 pub mod plot;
 
-use crate::cpu::CpuOps;
-use crate::demo::Rng;
-use crate::device::{Device, Resolved};
-use crate::error::Result;
-use crate::gpu::{GpuContext, GpuOps};
-use crate::gsn::{perform_gsn, GsnOptions};
-use crate::ops::{GsnOps, RidgeOps};
-use crate::ridge::{fit, FitParams};
-use crate::Dtype;
-use ndarray::{Array2, Array3};
+use ndarray::{Array2, ArrayView2};
+use neurofit::backend::{Backend, FeatureLayout};
+use neurofit::dispatch::{self, Chosen, Job};
+use neurofit::gsn::{perform_gsn, GsnOptions};
+use neurofit::ridge::{fit, FitParams};
+use neurofit::simulate::Rng;
+use neurofit::{Device, Dtype, Result};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,21 +59,8 @@ pub struct BenchDevice {
     pub dtypes: Vec<Dtype>,
     /// Whether kernel times come from timestamp queries.
     pub timestamps: bool,
-    /// The open context (None for the CPU).
-    pub ctx: Option<Arc<GpuContext>>,
-}
-
-/// The GPU a criterion bench should use besides the CPU: `NEUROFIT_BENCH_GPU` if set (e.g.
-/// `gpu:0` for lavapipe), else the first hardware adapter.
-pub fn criterion_gpu() -> Option<(String, Device)> {
-    if let Ok(d) = std::env::var("NEUROFIT_BENCH_GPU") {
-        return d.parse().ok().map(|dev| (d, dev));
-    }
-    let a = crate::gpu::enumerate()
-        .into_iter()
-        .find(|a| !a.is_software)?;
-    let id = format!("gpu:{}", a.index);
-    id.parse().ok().map(|dev| (id, dev))
+    /// The backend (the CPU or an open GPU).
+    pub backend_: Chosen,
 }
 
 /// One measured (kernel, size, device, dtype).
@@ -125,6 +109,7 @@ impl Record {
 
 /// The CPU and the GPU adapters to run on.
 pub fn bench_devices(include_software: bool) -> Vec<BenchDevice> {
+    #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
     let mut v = vec![BenchDevice {
         id: "cpu".into(),
         name: format!("CPU ({} threads)", rayon::current_num_threads()),
@@ -133,13 +118,18 @@ pub fn bench_devices(include_software: bool) -> Vec<BenchDevice> {
         kind: "Cpu".into(),
         dtypes: vec![Dtype::F64],
         timestamps: false,
-        ctx: None,
+        backend_: dispatch::cpu(None),
     }];
-    for a in crate::gpu::enumerate() {
+    #[cfg(feature = "gpu")]
+    for a in dispatch::adapters() {
         if a.is_software && !include_software {
             continue;
         }
-        let Ok(ctx) = GpuContext::shared(a.index) else {
+        let id = format!("gpu:{}", a.index);
+        let Ok(dev) = id.parse::<Device>() else {
+            continue;
+        };
+        let Ok(chosen) = dispatch::resolve(&dev, Dtype::F32, f64::INFINITY, None) else {
             continue;
         };
         let mut dtypes = vec![Dtype::F32];
@@ -147,16 +137,18 @@ pub fn bench_devices(include_software: bool) -> Vec<BenchDevice> {
             dtypes.push(Dtype::F64);
         }
         v.push(BenchDevice {
-            id: format!("gpu:{}", a.index),
+            id,
             name: a.name.clone(),
             backend: format!("{:?}", a.backend),
             driver: a.driver.clone(),
             kind: format!("{:?}", a.device_type),
             dtypes,
             timestamps: a.timestamp_query,
-            ctx: Some(ctx),
+            backend_: chosen,
         });
     }
+    #[cfg(not(feature = "gpu"))]
+    let _ = include_software;
     v
 }
 
@@ -198,26 +190,72 @@ fn random(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
     Array2::from_shape_fn((rows, cols), |_| r.normal())
 }
 
-fn ridge_ops(dev: &BenchDevice) -> Box<dyn RidgeOps> {
-    match &dev.ctx {
-        None => Box::new(CpuOps::new(crate::device::memory::default_cpu_budget())),
-        Some(ctx) => Box::new(GpuOps::new(ctx.clone(), None)),
+fn device_of(dev: &BenchDevice) -> Device {
+    dev.id.parse().unwrap_or(Device::Cpu)
+}
+
+/// The lower triangle of `aᵀa`, packed by columns.
+struct GramJob {
+    a: Arc<Array2<f64>>,
+    dtype: Dtype,
+}
+
+impl Job for GramJob {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(&self, be: &B) -> Result<Vec<f64>> {
+        let layout = FeatureLayout {
+            bias: false,
+            correlations: false,
+        };
+        let f = be.upload_features(self.a.view(), layout, self.dtype)?;
+        let g = be.gram_to_host(be.gram(&f)?)?;
+        let p = self.a.ncols();
+        let mut out = Vec::with_capacity(p * (p + 1) / 2);
+        for j in 0..p {
+            for i in j..p {
+                out.push(g.lower(i, j));
+            }
+        }
+        Ok(out)
     }
 }
 
-fn gsn_ops(dev: &BenchDevice, dtype: Dtype) -> Box<dyn GsnOps> {
-    let res = match &dev.ctx {
-        None => Resolved::Cpu,
-        Some(ctx) => Resolved::Gpu(ctx.clone()),
-    };
-    crate::gsn::backend(&res, None, dtype)
+/// The shrinkage-NLL curve.
+struct NllJob {
+    cov: Arc<Array2<f64>>,
+    pts: Arc<Array2<f64>>,
+    levels: Vec<f64>,
+    dtype: Dtype,
 }
 
-fn device_of(dev: &BenchDevice) -> Device {
-    if dev.ctx.is_some() {
-        dev.id.parse().unwrap_or(Device::Cpu)
-    } else {
-        Device::Cpu
+impl Job for NllJob {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(&self, be: &B) -> Result<Vec<f64>> {
+        be.shrinkage_nll(self.cov.view(), self.pts.view(), &self.levels, self.dtype)
+    }
+}
+
+/// Gram + YᵀX₁ + gather + Cholesky solves of given selections.
+struct SolvesJob {
+    x: ArrayView2<'static, f64>,
+    y: ArrayView2<'static, f64>,
+    idx: Arc<Array2<u32>>,
+    dtype: Dtype,
+}
+
+impl Job for SolvesJob {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(&self, be: &B) -> Result<Vec<f64>> {
+        let layout = FeatureLayout {
+            bias: true,
+            correlations: false,
+        };
+        let x1 = be.upload_features(self.x, layout, self.dtype)?;
+        let g = be.gram(&x1)?;
+        let t = be.upload_targets(self.y, self.dtype)?;
+        Ok(be
+            .solve_selected(&g, &x1, &t, self.idx.view(), 100.0)?
+            .theta)
     }
 }
 
@@ -239,17 +277,10 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
             size: p as f64,
             flops: (n_gram * p * (p + 1)) as f64,
             run: Box::new(move |dev, dtype| {
-                let g = match &dev.ctx {
-                    None => crate::linalg::gram_lower(a.view()),
-                    Some(ctx) => GpuOps::new(ctx.clone(), None).gram(a.view(), dtype)?,
-                };
-                let mut out = Vec::with_capacity(p * (p + 1) / 2);
-                for j in 0..p {
-                    for i in j..p {
-                        out.push(g.lower(i, j));
-                    }
-                }
-                Ok(out)
+                dev.backend_.run(&GramJob {
+                    a: a.clone(),
+                    dtype,
+                })
             }),
         });
     }
@@ -259,7 +290,7 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
     } else {
         &[64, 128, 256, 512, 1024]
     };
-    let levels = crate::gsn::shrink::default_levels();
+    let levels = neurofit::gsn::shrink::default_levels();
     for &n in nll_sizes {
         let m = 64;
         let a = random(2 * n, n, n as u64 + 1);
@@ -274,7 +305,12 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
             size: nf,
             flops: s * (nf * nf * nf / 3.0 + nf * nf * m as f64 + 2.0 * nf * m as f64),
             run: Box::new(move |dev, dtype| {
-                gsn_ops(dev, dtype).shrinkage_nll(cov.view(), pts.view(), &levels)
+                dev.backend_.run(&NllJob {
+                    cov: cov.clone(),
+                    pts: pts.clone(),
+                    levels: levels.clone(),
+                    dtype,
+                })
             }),
         });
     }
@@ -285,19 +321,23 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
     } else {
         &[32, 64, 128, 256, 512]
     };
-    let sim = Arc::new(crate::demo::simulate(sn, sf, su, 5));
-    let corr = Arc::new(
-        CpuOps::new(1 << 34)
-            .abs_correlations(sim.x.view(), sim.y.view(), Dtype::F64)
-            .expect("cpu"),
-    );
+    // the data live for the whole run: leaked once so that the jobs can borrow them
+    let sim: &'static neurofit::simulate::Simulated =
+        Box::leak(Box::new(neurofit::simulate::simulate(sn, sf, su, 5)));
+    let corr = Array2::from_shape_fn((su, sf), |(u, j)| {
+        neurofit::linalg::pearson(sim.x.column(j), sim.y.column(u))
+            .map(f64::abs)
+            .unwrap_or(f64::NAN)
+    });
     for &k in k_sizes {
-        let sel = Arc::new(crate::ridge::select::top_k_rows(
+        let sel = neurofit::ridge::select::top_k_rows(
             corr.view(),
             k,
-            crate::ridge::select::TieBreak::HigherIndex,
-        ));
-        let sim = sim.clone();
+            neurofit::ridge::select::TieBreak::HigherIndex,
+        );
+        let mut idx = Array2::<u32>::from_elem((su, k + 1), sf as u32);
+        idx.slice_mut(ndarray::s![.., ..k]).assign(&sel);
+        let idx = Arc::new(idx);
         let (nf, pf, uf, mf) = (sn as f64, (sf + 1) as f64, su as f64, (k + 1) as f64);
         v.push(Case {
             kernel: "selected_solves",
@@ -307,16 +347,12 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
                 + 2.0 * nf * pf * uf
                 + uf * (mf * mf * mf / 3.0 + 2.0 * mf * mf),
             run: Box::new(move |dev, dtype| {
-                let (w, b) = ridge_ops(dev).solve_selected(
-                    sim.x.view(),
-                    sim.y.view(),
-                    sel.view(),
-                    100.0,
+                dev.backend_.run(&SolvesJob {
+                    x: sim.x.view(),
+                    y: sim.y.view(),
+                    idx: idx.clone(),
                     dtype,
-                    0,
-                    &|_| {},
-                )?;
-                Ok(w.iter().chain(b.iter()).copied().collect())
+                })
             }),
         });
     }
@@ -328,7 +364,7 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
         (1000.0 * s).round().max(2.0) as usize,
         (500.0 * s).round().max(1.0) as usize,
     );
-    let rsim = Arc::new(crate::demo::simulate(rn, rf, ru, 9));
+    let rsim = Arc::new(neurofit::simulate::simulate(rn, rf, ru, 9));
     let (nf, ff, uf, kf) = (rn as f64, rf as f64, ru as f64, rk as f64);
     v.push(Case {
         kernel: "ridge_fit",
@@ -357,14 +393,13 @@ fn cases(cfg: &BenchConfig) -> Vec<Case> {
     let c = if q { 40 } else { 200 };
     let gsn_sizes: &[usize] = if q { &[16, 32] } else { &[100, 200, 500, 1000] };
     for &n in gsn_sizes {
-        let mut r = Rng::new(n as u64 + 3);
-        let rank = 10.min(n);
-        let basis = Array2::from_shape_fn((n, rank), |_| r.normal());
-        let sig = Array2::from_shape_fn((rank, c), |_| r.normal());
-        let sgl = basis.dot(&sig) / (rank as f64).sqrt();
-        let data = Arc::new(Array3::from_shape_fn((n, c, 3), |(i, ci, _)| {
-            sgl[(i, ci)] + 1.5 * r.normal()
-        }));
+        let data = Arc::new(neurofit::simulate::gsn_responses(
+            n,
+            c,
+            3,
+            1.5,
+            n as u64 + 3,
+        ));
         let nf = n as f64;
         v.push(Case {
             kernel: "perform_gsn",
@@ -458,14 +493,16 @@ fn measure(
     let mut wall = Vec::with_capacity(repeats);
     let mut kern = Vec::with_capacity(repeats);
     for _ in 0..repeats.max(1) {
-        if let Some(ctx) = &dev.ctx {
-            ctx.start_kernel_timing();
+        #[cfg(feature = "gpu")]
+        if let Chosen::Gpu(g) = &dev.backend_ {
+            g.context().start_kernel_timing();
         }
         let t = Instant::now();
         let r = (case.run)(dev, dtype);
         wall.push(t.elapsed().as_secs_f64());
-        if let Some(ctx) = &dev.ctx {
-            if let Some(k) = ctx.stop_kernel_timing() {
+        #[cfg(feature = "gpu")]
+        if let Chosen::Gpu(g) = &dev.backend_ {
+            if let Some(k) = g.context().stop_kernel_timing() {
                 kern.push(k);
             }
         }
@@ -520,4 +557,17 @@ pub fn power_law(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     }
     let e = sxy / sxx;
     Some((e, (my - e * mx).exp()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn power_law_recovers_an_exponent() {
+        let pts: Vec<(f64, f64)> = [10.0, 20.0, 40.0, 80.0]
+            .iter()
+            .map(|&n: &f64| (n, 3e-6 * n.powi(3)))
+            .collect();
+        let (e, c) = super::power_law(&pts).unwrap();
+        assert!((e - 3.0).abs() < 1e-9 && (c - 3e-6).abs() < 1e-15);
+    }
 }

@@ -1,7 +1,8 @@
-//! Simulated fMRI-like data for `neurofit demo` and the benchmarks: voxels carry smooth latent
-//! sources plus noise; each unit is driven by a few voxels.
+//! Simulated data for the demo, the benchmarks, the examples and tests: fMRI-like decoding data
+//! ([`simulate`]: voxels carry smooth latent sources plus noise, each unit is driven by a few
+//! voxels) and GSN responses ([`gsn_responses`]: a low-rank signal plus independent noise).
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, Array3, Axis};
 
 /// A small, fast, seedable generator (SplitMix64) with Gaussian draws (Box–Muller).
 pub struct Rng(u64);
@@ -62,4 +63,15 @@ pub fn simulate(n: usize, voxels: usize, units: usize, seed: u64) -> Simulated {
     let xc = &x - &x.mean_axis(Axis(0)).expect("n > 0").insert_axis(Axis(0));
     let y = xc.dot(&w) + Array2::from_shape_fn((n, units), |_| rng.normal());
     Simulated { x, y }
+}
+
+/// GSN responses `n units × c conditions × t trials`: a rank-`min(10, n)` signal (unit variance
+/// per unit on average) plus independent noise of standard deviation `noise_sd`.
+pub fn gsn_responses(n: usize, c: usize, t: usize, noise_sd: f64, seed: u64) -> Array3<f64> {
+    let mut r = Rng::new(seed);
+    let rank = 10.min(n).max(1);
+    let basis = Array2::from_shape_fn((n, rank), |_| r.normal());
+    let signal = Array2::from_shape_fn((rank, c), |_| r.normal());
+    let s = basis.dot(&signal) / (rank as f64).sqrt();
+    Array3::from_shape_fn((n, c, t), |(i, ci, _)| s[(i, ci)] + noise_sd * r.normal())
 }

@@ -76,18 +76,30 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn panel(
-    svg: &mut String,
+/// Where a panel goes and how it is labelled.
+struct Panel<'a> {
+    /// Top-left corner.
     x0: f64,
     y0: f64,
-    title: &str,
-    xlabel: &str,
-    ylabel: &str,
-    series: &[Series],
+    title: &'a str,
+    xlabel: &'a str,
+    ylabel: &'a str,
+    /// Logarithmic y axis.
     ylog: bool,
+    /// Draw the y = 1 line.
     unity: bool,
-) {
+}
+
+fn panel(svg: &mut String, p: &Panel, series: &[Series]) {
+    let Panel {
+        x0,
+        y0,
+        title,
+        xlabel,
+        ylabel,
+        ylog,
+        unity,
+    } = *p;
     let xa = Axis::new(series.iter().flat_map(|s| s.1.iter().map(|p| p.0)), true);
     let ya = Axis::new(
         series
@@ -255,28 +267,26 @@ pub fn svg(records: &[Record]) -> String {
             })
             .collect();
         let y0 = 10.0 + row as f64 * row_h;
-        panel(
-            &mut s,
-            0.0,
+        let title = format!("{k}: wall time (incl. transfers)");
+        let p = Panel {
+            x0: 0.0,
             y0,
-            &format!("{k}: wall time (incl. transfers)"),
-            &size_param,
-            "seconds",
-            &runtime,
-            true,
-            false,
-        );
-        panel(
-            &mut s,
-            col_w,
-            y0,
-            &format!("{k}: speedup over CPU f64"),
-            &size_param,
-            "× faster than CPU",
-            &speedup,
-            true,
-            true,
-        );
+            title: &title,
+            xlabel: &size_param,
+            ylabel: "seconds",
+            ylog: true,
+            unity: false,
+        };
+        panel(&mut s, &p, &runtime);
+        let title = format!("{k}: speedup over CPU f64");
+        let p = Panel {
+            x0: col_w,
+            title: &title,
+            ylabel: "× faster than CPU",
+            unity: true,
+            ..p
+        };
+        panel(&mut s, &p, &speedup);
     }
     s.push_str("</svg>\n");
     s

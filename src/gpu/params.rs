@@ -1,0 +1,148 @@
+//! Kernel constants, one set per adapter, written once here and injected into every WGSL source
+//! as `const` declarations (with the `real`/`sreal` precision aliases), so the host's dispatch
+//! arithmetic and the shaders cannot disagree.
+
+use crate::backend::LOW_VARIANCE;
+use crate::Dtype;
+
+/// The constants the kernels and their host wrappers share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelParams {
+    /// Threads of a one-dimensional workgroup (`WG` in WGSL).
+    pub workgroup: u32,
+    /// Side of the output tile of `gemm_tn` (`TILE`); its 16×16 threads hold 4×4 outputs each.
+    pub tile: u32,
+    /// Reduction rows loaded per step of `gemm_tn` (`KT`).
+    pub k_step: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_groups: u32,
+    /// Reduction rows per `gemm_tn` dispatch.
+    pub gemm_rows: usize,
+    /// Rows per column-statistics dispatch.
+    pub colstat_rows: usize,
+    /// Columns per triangular-solve dispatch of the batched solver.
+    pub solve_cols: usize,
+    /// Target loop trips of one factor dispatch (columns per dispatch follow from it).
+    pub factor_trips: usize,
+    /// Target loop trips of one row block of the NLL triangular solve.
+    pub trsm_trips: usize,
+}
+
+impl KernelParams {
+    /// The constants for an adapter. Software adapters (llvmpipe/lavapipe) stop every loop
+    /// after 65 535 iterations per invocation, silently: their per-dispatch work is cut so that
+    /// no invocation comes near it. Hardware adapters get longer dispatches (fewer submits),
+    /// still short enough for display watchdogs.
+    pub fn for_adapter(is_software: bool) -> Self {
+        KernelParams {
+            workgroup: 256,
+            tile: 64,
+            k_step: 16,
+            max_groups: 65535,
+            gemm_rows: if is_software { 512 } else { 4096 },
+            colstat_rows: if is_software { 16384 } else { 65536 },
+            solve_cols: if is_software { 512 } else { 4096 },
+            factor_trips: if is_software { 20_000_000 } else { 80_000_000 },
+            trsm_trips: if is_software { 32_768 } else { 262_144 },
+        }
+    }
+
+    /// The WGSL prelude: precision aliases and every shared constant.
+    pub fn prelude(&self, real: Dtype, sreal: Dtype) -> String {
+        let ty = |d: Dtype| if d == Dtype::F64 { "f64" } else { "f32" };
+        format!(
+            "alias real = {};\nalias sreal = {};\n\
+             const WG: u32 = {}u;\nconst TILE: u32 = {}u;\nconst KT: u32 = {}u;\n\
+             const LOW_VARIANCE: f32 = {:e};\n\
+             // correlation of a zero-variance unit; the host reads it back as NaN\n\
+             const UNDEFINED_CORR: f32 = -1.0;\n",
+            ty(real),
+            ty(sreal),
+            self.workgroup,
+            self.tile,
+            self.k_step,
+            LOW_VARIANCE,
+        )
+    }
+
+    /// Workgroups for `total` one-dimensional threads, split over x and y.
+    pub fn linear_groups(&self, total: usize) -> (u32, u32, u32) {
+        let g = total.div_ceil(self.workgroup as usize).max(1);
+        let max = self.max_groups as usize;
+        if g <= max {
+            (g as u32, 1, 1)
+        } else {
+            (max as u32, g.div_ceil(max) as u32, 1)
+        }
+    }
+
+    /// Columns per `factor` dispatch for systems of size `m`: each invocation's trailing update
+    /// walks about m²/(2·WG) entries per column.
+    pub fn factor_cols(&self, m: usize) -> usize {
+        (self.factor_trips / (m * m).max(1)).clamp(1, 64)
+    }
+
+    /// Rows per NLL triangular-solve dispatch for `n` variables.
+    pub fn trsm_rows(&self, n: usize) -> usize {
+        (self.trsm_trips / n.max(1)).max(1)
+    }
+}
+
+/// The value a correlation kernel writes for an undefined |r|.
+pub const UNDEFINED_CORR_SENTINEL: f64 = -1.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_groups_stay_within_the_dispatch_limit() {
+        let p = KernelParams::for_adapter(true);
+        for total in [
+            1usize,
+            256,
+            257,
+            65535 * 256,
+            65535 * 256 + 1,
+            5792 * 5792,
+            40_000_000,
+        ] {
+            let (x, y, z) = p.linear_groups(total);
+            assert!(x <= 65535 && y <= 65535 && z == 1, "{total}: {x} {y}");
+            assert!(
+                x as usize * y as usize * 256 >= total,
+                "{total}: too few threads"
+            );
+        }
+        assert!(p.linear_groups(5792 * 5792).1 > 1);
+    }
+
+    #[test]
+    fn prelude_declares_every_constant() {
+        let s = KernelParams::for_adapter(false).prelude(Dtype::F64, Dtype::F32);
+        for c in [
+            "alias real = f64",
+            "alias sreal = f32",
+            "const WG",
+            "const TILE",
+            "const KT",
+            "LOW_VARIANCE",
+            "UNDEFINED_CORR",
+        ] {
+            assert!(s.contains(c), "{c} missing from {s}");
+        }
+    }
+
+    #[test]
+    fn software_dispatches_stay_below_the_loop_cap() {
+        let p = KernelParams::for_adapter(true);
+        // gemm: KT rows per trip
+        assert!(p.gemm_rows / p.k_step as usize * 4 < 65_535);
+        // factor: columns × trailing entries per thread
+        for m in [2usize, 64, 301, 1000, 5792] {
+            let cols = p.factor_cols(m);
+            assert!(cols * (m * m / 2 / 256 + 1) < 65_535, "m = {m}");
+        }
+        assert!(p.trsm_rows(1000) * 1000 < 65_535);
+    }
+}

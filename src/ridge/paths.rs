@@ -1,0 +1,414 @@
+//! The FastL2LiR paths that run on a [`Backend`], written once: the selection path (spec §5),
+//! the dense path (spec §4) and prediction. Chunking over units, the primal/dual switch, the
+//! scatter of the solutions into `W` and the error texts live here and nowhere else.
+
+use super::select::{top_k_rows, TieBreak};
+use crate::backend::{Backend, FeatureLayout, Op};
+use crate::device::memory;
+use crate::device::planner::{self, Stage};
+use crate::dispatch::Job;
+use crate::error::{Error, Result};
+use crate::linalg;
+use crate::Dtype;
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use std::time::{Duration, Instant};
+
+fn bytes(elems: usize) -> u64 {
+    elems as u64 * 8
+}
+
+/// Adds host-side buffers to a backend's stage when the backend shares host memory (the CPU);
+/// otherwise checks them against the host budget on their own.
+fn with_host<B: Backend>(be: &B, mut stage: Stage, host: u64, what: &str) -> Result<Stage> {
+    if be.shares_host_memory() {
+        stage.fixed += host;
+    } else {
+        let budget = memory::default_cpu_budget();
+        if host > budget {
+            return Err(Error::OutOfMemory(format!(
+                "{what}: the host-side arrays need {} but {} of memory is available; raise it or shrink the problem",
+                memory::format_size(host),
+                memory::format_size(budget)
+            )));
+        }
+    }
+    Ok(stage)
+}
+
+fn combine(name: &'static str, fixed: &[Stage], per_unit: Stage) -> Stage {
+    Stage {
+        name,
+        items: per_unit.items,
+        fixed: fixed.iter().map(|s| s.fixed).sum::<u64>() + per_unit.fixed,
+        fixed_binding: fixed
+            .iter()
+            .map(|s| s.fixed_binding)
+            .chain([per_unit.fixed_binding])
+            .max()
+            .unwrap_or(0),
+        per_item: per_unit.per_item,
+        per_item_binding: per_unit.per_item_binding,
+    }
+}
+
+/// The memory plan of the selection path for `n × f` inputs, `units` units and `k` features per
+/// unit on `be`: X and Y as given, the model and |r| outputs, the resident X₁ and G, and per unit
+/// its share of a chunk. [`planner::items_per_chunk`] of it against `be.limits()` is the number
+/// of units per chunk.
+pub fn plan_selected<B: Backend>(
+    be: &B,
+    n: usize,
+    f: usize,
+    units: usize,
+    k: usize,
+    dtype: Dtype,
+) -> Result<Stage> {
+    let p = f + 1;
+    let feats = be.plan(
+        Op::Features {
+            rows: n,
+            cols: f,
+            layout: FeatureLayout {
+                bias: true,
+                correlations: true,
+            },
+        },
+        dtype,
+    );
+    let gram = be.plan(Op::Gram { rows: n, dim: p }, dtype);
+    let per = be.plan(
+        Op::SelectedUnits {
+            units,
+            rows: n,
+            features: f,
+            m: k + 1,
+        },
+        dtype,
+    );
+    // inputs X and Y, outputs W and |r| (F × U each), b and the selection
+    let host = bytes(n * f + n * units + 2 * f * units + units) + (units * k) as u64 * 4;
+    let stage = combine("FastL2LiR selection path", &[feats, gram], per);
+    with_host(be, stage, host, "FastL2LiR selection path")
+}
+
+/// The memory plan of the dense path (no selection): X, Y, the Gram (or kernel) matrix, the
+/// right-hand sides, the solution and W, none of which is chunked.
+pub fn plan_dense<B: Backend>(
+    be: &B,
+    n: usize,
+    f: usize,
+    units: usize,
+    dtype: Dtype,
+) -> Result<Stage> {
+    let p = f + 1;
+    let primal = n > p;
+    let dim = if primal { p } else { n };
+    let feats = be.plan(
+        Op::Features {
+            rows: if primal { n } else { p },
+            cols: if primal { f } else { n },
+            layout: FeatureLayout {
+                bias: primal,
+                correlations: false,
+            },
+        },
+        dtype,
+    );
+    let gram = be.plan(Op::Gram { rows: n, dim }, dtype);
+    let cross = be.plan(
+        Op::Cross {
+            q: units,
+            rows: n,
+            p,
+        },
+        dtype,
+    );
+    // X, Y, X₁ᵀ (dual), the host Gram copy, right-hand sides / Z, the solution and W
+    let host = bytes(
+        n * f
+            + n * units
+            + if primal { 0 } else { n * p }
+            + dim * dim
+            + dim * units
+            + 2 * p * units,
+    );
+    let stage = combine("FastL2LiR dense path", &[feats, gram], cross);
+    with_host(be, stage, host, "FastL2LiR dense path")
+}
+
+/// Units per chunk for `stage`, capped by the user's `chunk_cap` (0 = none).
+fn units_per_chunk<B: Backend>(be: &B, stage: &Stage, chunk_cap: usize) -> Result<usize> {
+    let mut chunk = planner::items_per_chunk(stage, &be.limits())? as usize;
+    if chunk_cap > 0 {
+        chunk = chunk.min(chunk_cap);
+    }
+    Ok(chunk)
+}
+
+/// What the selection path produces.
+pub struct SelectedOutput {
+    /// `F × U`.
+    pub w: Array2<f64>,
+    /// `U`.
+    pub b: Array1<f64>,
+    /// `U × k`, best first.
+    pub selected: Array2<u32>,
+    /// `F × U`.
+    pub corr_abs: Array2<f64>,
+    /// Summed wall time per stage.
+    pub timings: Vec<(String, Duration)>,
+}
+
+/// The selection path (spec §5): X₁ uploaded once and G formed once; per chunk of units, Y
+/// uploaded once, |r|, top-k, the gathered systems solved, and the solutions scattered.
+pub struct SelectedFit<'a> {
+    /// `n × F`.
+    pub x: ArrayView2<'a, f64>,
+    /// `n × U` (flat units).
+    pub y: ArrayView2<'a, f64>,
+    /// Features per unit (`< F`).
+    pub k: usize,
+    /// Ridge penalty.
+    pub alpha: f64,
+    /// Precision.
+    pub dtype: Dtype,
+    /// Upper bound on units per chunk (0 = none).
+    pub chunk_cap: usize,
+    /// Called with the number of units finished.
+    pub progress: &'a (dyn Fn(usize) + Sync),
+}
+
+impl SelectedFit<'_> {
+    /// Floating-point operations (for `auto`).
+    pub fn flops(&self) -> f64 {
+        let (n, f) = (self.x.nrows() as f64, self.x.ncols() as f64);
+        let (u, k) = (self.y.ncols() as f64, self.k as f64);
+        n * f * f + 4.0 * n * f * u + u * (k + 1.0).powi(3) / 3.0
+    }
+}
+
+/// The error of a unit whose selected system is not positive definite.
+fn singular_unit(unit: usize, m: usize, pivot: usize) -> Error {
+    Error::Singular(format!(
+        "unit {unit} (flat index, Fortran order): its {m}x{m} selected system is not positive definite (Cholesky pivot {pivot}); use alpha > 0 or avoid collinear features"
+    ))
+}
+
+impl Job for SelectedFit<'_> {
+    type Output = SelectedOutput;
+
+    fn run<B: Backend>(&self, be: &B) -> Result<SelectedOutput> {
+        be.check_dtype(self.dtype)?;
+        let (n, f) = self.x.dim();
+        let units = self.y.ncols();
+        let (k, m) = (self.k, self.k + 1);
+        let stage = plan_selected(be, n, f, units, k, self.dtype)?;
+        let chunk = units_per_chunk(be, &stage, self.chunk_cap)?;
+        let mut times = [Duration::ZERO; 4];
+        let t = Instant::now();
+        let layout = FeatureLayout {
+            bias: true,
+            correlations: true,
+        };
+        let x1 = be.upload_features(self.x, layout, self.dtype)?;
+        let g = be.gram(&x1)?;
+        times[0] += t.elapsed();
+        let mut w = Array2::<f64>::zeros((f, units));
+        let mut b = Array1::<f64>::zeros(units);
+        let mut selected = Array2::<u32>::zeros((units, k));
+        let mut corr_abs = Array2::<f64>::zeros((f, units));
+        for range in planner::ranges(units, chunk) {
+            let t = Instant::now();
+            let yc = be.upload_targets(self.y.slice(s![.., range.clone()]), self.dtype)?;
+            let corr = be.abs_correlations(&x1, &yc)?;
+            times[1] += t.elapsed();
+            let t = Instant::now();
+            let sel = top_k_rows(corr.view(), k, TieBreak::HigherIndex);
+            let mut idx = Array2::<u32>::from_elem((range.len(), m), f as u32);
+            idx.slice_mut(s![.., ..k]).assign(&sel);
+            times[2] += t.elapsed();
+            let t = Instant::now();
+            let solved = be.solve_selected(&g, &x1, &yc, idx.view(), self.alpha)?;
+            if let Some((i, p)) = solved
+                .failed
+                .iter()
+                .enumerate()
+                .find_map(|(i, f)| f.map(|p| (i, p)))
+            {
+                return Err(singular_unit(range.start + i, m, p));
+            }
+            for (i, u) in range.clone().enumerate() {
+                let th = &solved.theta[i * m..(i + 1) * m];
+                for (r, &j) in sel.row(i).iter().enumerate() {
+                    w[(j as usize, u)] = th[r];
+                }
+                b[u] = th[k];
+            }
+            times[3] += t.elapsed();
+            corr_abs.slice_mut(s![.., range.clone()]).assign(&corr.t());
+            selected.slice_mut(s![range.clone(), ..]).assign(&sel);
+            (self.progress)(range.end);
+        }
+        let names = [
+            "upload + gram",
+            "correlations",
+            "top-k selection",
+            "per-unit solves",
+        ];
+        Ok(SelectedOutput {
+            w,
+            b,
+            selected,
+            corr_abs,
+            timings: names.iter().map(|s| s.to_string()).zip(times).collect(),
+        })
+    }
+}
+
+/// The dense path (spec §4): ridge on all features with the bias regularised like every weight,
+/// primal `(X₁ᵀX₁ + αI)⁻¹X₁ᵀY` when `n > F + 1`, else dual `X₁ᵀ(X₁X₁ᵀ + αI)⁻¹Y`. The Gram (or
+/// kernel) matrix and the cross products run on the backend, the one large SPD solve on the host.
+pub struct DenseFit<'a> {
+    /// `n × F`.
+    pub x: ArrayView2<'a, f64>,
+    /// `n × U`.
+    pub y: ArrayView2<'a, f64>,
+    /// Ridge penalty.
+    pub alpha: f64,
+    /// Precision.
+    pub dtype: Dtype,
+}
+
+impl DenseFit<'_> {
+    /// Floating-point operations (for `auto`).
+    pub fn flops(&self) -> f64 {
+        let (n, f, u) = (
+            self.x.nrows() as f64,
+            self.x.ncols() as f64,
+            self.y.ncols() as f64,
+        );
+        n * f * f + f * f * f / 3.0 + 2.0 * n * f * u
+    }
+}
+
+/// `Aᵀ B` for resident `a` and host `b`, in column chunks planned against the budget left after
+/// `fixed` bytes.
+fn cross_chunked<B: Backend>(
+    be: &B,
+    a: &B::Features,
+    b: ArrayView2<f64>,
+    p: usize,
+    fixed: &Stage,
+    dtype: Dtype,
+) -> Result<Array2<f64>> {
+    let (rows, q) = b.dim();
+    let mut per = be.plan(Op::Cross { q, rows, p }, dtype);
+    per.fixed += fixed.fixed;
+    per.fixed_binding = per.fixed_binding.max(fixed.fixed_binding);
+    let chunk = planner::items_per_chunk(&per, &be.limits())? as usize;
+    let mut out = Array2::<f64>::zeros((p, q));
+    for range in planner::ranges(q, chunk) {
+        let t = be.upload_targets(b.slice(s![.., range.clone()]), dtype)?;
+        out.slice_mut(s![.., range]).assign(&be.cross(a, &t)?);
+    }
+    Ok(out)
+}
+
+impl Job for DenseFit<'_> {
+    type Output = (Array2<f64>, Array1<f64>);
+
+    fn run<B: Backend>(&self, be: &B) -> Result<(Array2<f64>, Array1<f64>)> {
+        be.check_dtype(self.dtype)?;
+        let (n, f) = self.x.dim();
+        let units = self.y.ncols();
+        let p = f + 1;
+        let stage = plan_dense(be, n, f, units, self.dtype)?;
+        planner::items_per_chunk(&stage, &be.limits())?;
+        let fixed = Stage {
+            per_item: 0,
+            ..stage
+        };
+        let theta = if n > p {
+            let layout = FeatureLayout {
+                bias: true,
+                correlations: false,
+            };
+            let x1 = be.upload_features(self.x, layout, self.dtype)?;
+            let mut g = be.gram_to_host(be.gram(&x1)?)?;
+            g.add_diag(self.alpha);
+            let rhs = cross_chunked(be, &x1, self.y, p, &fixed, self.dtype)?;
+            linalg::spd_solve(g, rhs.view(), "ridge primal system X1'X1 + alpha I")?
+        } else {
+            let x1 = linalg::with_bias(self.x);
+            let layout = FeatureLayout {
+                bias: false,
+                correlations: false,
+            };
+            let kt = be.upload_features(x1.t(), layout, self.dtype)?;
+            let mut kern = be.gram_to_host(be.gram(&kt)?)?;
+            drop(kt);
+            kern.add_diag(self.alpha);
+            let z = linalg::spd_solve(kern, self.y, "ridge dual system X1 X1' + alpha I")?;
+            let x1d = be.upload_features(
+                self.x,
+                FeatureLayout {
+                    bias: true,
+                    ..layout
+                },
+                self.dtype,
+            )?;
+            cross_chunked(be, &x1d, z.view(), p, &fixed, self.dtype)?
+        };
+        Ok((
+            theta.slice(s![0..f, ..]).to_owned(),
+            theta.row(f).to_owned(),
+        ))
+    }
+}
+
+/// `X W + 1 bᵀ` (`n' × U`) on a backend, chunked over units.
+pub struct Predict<'a> {
+    /// `n' × F`.
+    pub x: ArrayView2<'a, f64>,
+    /// `F × U`.
+    pub w: ArrayView2<'a, f64>,
+    /// `U`.
+    pub b: ArrayView1<'a, f64>,
+    /// Precision.
+    pub dtype: Dtype,
+}
+
+impl Predict<'_> {
+    /// Floating-point operations (for `auto`).
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.x.nrows() * self.x.ncols() * self.w.ncols()) as f64
+    }
+}
+
+impl Job for Predict<'_> {
+    type Output = Array2<f64>;
+
+    fn run<B: Backend>(&self, be: &B) -> Result<Array2<f64>> {
+        be.check_dtype(self.dtype)?;
+        let (rows, f) = self.x.dim();
+        let layout = FeatureLayout {
+            bias: false,
+            correlations: false,
+        };
+        let mut fixed = be.plan(
+            Op::Features {
+                rows: f,
+                cols: rows,
+                layout,
+            },
+            self.dtype,
+        );
+        // W as given and the output
+        let host = bytes(f * self.w.ncols() + rows * self.w.ncols());
+        fixed = with_host(be, fixed, host, "predict")?;
+        let xt = be.upload_features(self.x.t(), layout, self.dtype)?;
+        let mut out = cross_chunked(be, &xt, self.w, rows, &fixed, self.dtype)?;
+        out += &self.b.insert_axis(Axis(0));
+        Ok(out)
+    }
+}

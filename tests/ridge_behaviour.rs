@@ -1,0 +1,403 @@
+//! Every row of the spec's error table (fastl2lir-spec §10), what neurofit does instead of the
+//! reference's crash or garbage, and the memory budget on every path: each test on the CPU and
+//! on the GPU.
+
+mod common;
+
+use common::*;
+use ndarray::{Array1, Array2, Array3};
+use neurofit::ridge::{fit, FitParams, RidgeModel, SelectSample, SpatialNorm};
+use neurofit::simulate::Rng;
+use neurofit::{Device, Dtype, Error};
+
+fn data(n: usize, f: usize, u: usize) -> (Array2<f64>, Array2<f64>) {
+    let mut r = Rng::new(11);
+    let x = Array2::from_shape_fn((n, f), |_| r.normal());
+    let y = Array2::from_shape_fn((n, u), |_| r.normal());
+    (x, y)
+}
+
+fn p(k: usize, device: &Device) -> FitParams {
+    FitParams {
+        n_feat: k,
+        device: device.clone(),
+        ..FitParams::default()
+    }
+}
+
+fn n_feat_above_features_warns_and_fits_without_selection(dev: Device) {
+    let (x, y) = data(40, 10, 3);
+    let a = fit(x.view(), y.view().into_dyn(), &p(15, &dev)).unwrap();
+    let b = fit(x.view(), y.view().into_dyn(), &p(0, &dev)).unwrap();
+    assert!(a
+        .warnings
+        .iter()
+        .any(|w| w.contains("Feature selection is not applied")));
+    assert_eq!(a.model.w, b.model.w);
+    assert_eq!(a.model.b, b.model.b);
+}
+
+fn n_feat_above_features_on_per_unit_path_works(dev: Device) {
+    let (x, y) = data(40, 10, 3);
+    let mut q = p(15, &dev);
+    q.save_select_feat = true;
+    let a = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+    assert!(a.model.s.as_ref().unwrap().iter().all(|&s| s));
+}
+
+fn per_unit_path_without_select_sample_works_and_matches_main_path(dev: Device) {
+    let (x, y) = data(60, 30, 4);
+    let mut q = p(8, &dev);
+    q.save_select_feat = true;
+    let per_unit = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+    let main = fit(x.view(), y.view().into_dyn(), &p(8, &dev)).unwrap();
+    let d = per_unit
+        .model
+        .w
+        .iter()
+        .zip(main.model.w.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(d < 1e-10, "per-unit vs main path differ by {d}");
+    let mut q = p(8, &dev);
+    q.spatial_norm = Some(SpatialNorm::Norm2);
+    assert!(fit(x.view(), y.view().into_dyn(), &q).is_ok());
+}
+
+fn unknown_option_values_are_errors() {
+    assert!(matches!(
+        "nan_remove".parse::<SelectSample>(),
+        Err(Error::UnknownOption(_))
+    ));
+    assert!(matches!(
+        "norm3".parse::<SpatialNorm>(),
+        Err(Error::UnknownOption(_))
+    ));
+    assert!(matches!(
+        "f16".parse::<Dtype>(),
+        Err(Error::UnknownOption(_))
+    ));
+    assert!(matches!(
+        "tpu".parse::<Device>(),
+        Err(Error::UnknownOption(_))
+    ));
+}
+
+fn one_dimensional_y_is_an_error(dev: Device) {
+    let (x, _) = data(20, 5, 1);
+    let y = Array1::<f64>::zeros(20).into_dyn();
+    let e = fit(x.view(), y.view(), &p(2, &dev)).unwrap_err();
+    assert!(matches!(e, Error::InvalidInput(_)) && e.to_string().contains("at least 2 dimensions"));
+}
+
+fn row_mismatch_is_an_error(dev: Device) {
+    let (x, _) = data(20, 5, 1);
+    let y = Array2::<f64>::zeros((19, 2)).into_dyn();
+    let e = fit(x.view(), y.view(), &p(2, &dev)).unwrap_err();
+    assert!(e.to_string().contains("20 samples"), "{e}");
+}
+
+fn n_dimensional_y_is_supported(dev: Device) {
+    let (x, _) = data(30, 12, 1);
+    let mut r = Rng::new(3);
+    let y = Array3::from_shape_fn((30, 2, 3), |_| r.normal()).into_dyn();
+    let out = fit(x.view(), y.view(), &p(4, &dev)).unwrap();
+    assert_eq!(out.model.w.shape(), &[12, 2, 3]);
+    assert_eq!(out.model.b.shape(), &[1, 2, 3]);
+}
+
+fn singular_selected_system_names_the_unit(dev: Device) {
+    let (mut x, y) = data(30, 6, 2);
+    for i in 0..30 {
+        x[(i, 1)] = x[(i, 0)];
+    }
+    let mut y = y;
+    for i in 0..30 {
+        y[(i, 1)] = 3.0 * x[(i, 0)];
+    }
+    let mut q = p(2, &dev);
+    q.alpha = 0.0;
+    let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+    assert!(matches!(e, Error::Singular(_)), "{e}");
+    assert!(e.to_string().contains("unit 1"), "{e}");
+}
+
+fn all_zero_x_with_alpha_zero_is_singular(dev: Device) {
+    let x = Array2::<f64>::zeros((10, 4));
+    let y = Array2::<f64>::ones((10, 2));
+    let mut q = p(0, &dev);
+    q.alpha = 0.0;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &q),
+        Err(Error::Singular(_))
+    ));
+}
+
+fn duplicate_columns_alpha_zero_dense_is_an_error_not_garbage(dev: Device) {
+    let (mut x, y) = data(30, 4, 2);
+    for i in 0..30 {
+        x[(i, 3)] = x[(i, 2)];
+    }
+    let mut q = p(0, &dev);
+    q.alpha = 0.0;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &q),
+        Err(Error::Singular(_))
+    ));
+}
+
+fn single_sample_with_selection_is_an_error(dev: Device) {
+    let (x, y) = data(1, 5, 2);
+    let e = fit(x.view(), y.view().into_dyn(), &p(2, &dev)).unwrap_err();
+    assert!(e.to_string().contains("at least 2 samples"), "{e}");
+}
+
+fn non_finite_inputs_are_errors(dev: Device) {
+    let (mut x, y) = data(20, 5, 2);
+    x[(3, 2)] = f64::NAN;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &p(2, &dev)),
+        Err(Error::NonFinite(_))
+    ));
+    let (x, mut y) = data(20, 5, 2);
+    y[(0, 0)] = f64::INFINITY;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &p(2, &dev)),
+        Err(Error::NonFinite(_))
+    ));
+    y[(0, 0)] = f64::NAN;
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &p(2, &dev)),
+        Err(Error::NonFinite(_))
+    ));
+    let mut q = p(2, &dev);
+    q.select_sample = Some(SelectSample::RemoveNan);
+    assert!(
+        fit(x.view(), y.view().into_dyn(), &q).is_ok(),
+        "NaN in Y is fine with remove_nan"
+    );
+}
+
+fn bad_alpha_is_an_error(dev: Device) {
+    let (x, y) = data(20, 5, 2);
+    for a in [-1.0, f64::NAN, f64::INFINITY] {
+        let mut q = p(2, &dev);
+        q.alpha = a;
+        assert!(matches!(
+            fit(x.view(), y.view().into_dyn(), &q),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}
+
+fn constant_unit_gets_deterministic_selection(dev: Device) {
+    // the reference selects an arbitrary block (NaN |r| ranks first there); neurofit ranks NaN
+    // last, so every feature ties and the highest indices win
+    let (x, mut y) = data(30, 8, 2);
+    for i in 0..30 {
+        y[(i, 1)] = 2.0;
+    }
+    let out = fit(x.view(), y.view().into_dyn(), &p(3, &dev)).unwrap();
+    assert_eq!(out.selected.unwrap().row(1).to_vec(), vec![7, 6, 5]);
+}
+
+fn zero_norm_spatial_norm_is_an_error(dev: Device) {
+    let (mut x, y) = data(20, 4, 1);
+    for j in 0..4 {
+        x[(5, j)] = 0.0;
+    }
+    let mut q = p(0, &dev);
+    q.spatial_norm = Some(SpatialNorm::Norm1);
+    assert!(matches!(
+        fit(x.view(), y.view().into_dyn(), &q),
+        Err(Error::NonFinite(_))
+    ));
+}
+
+fn predict_validates_its_input(dev: Device) {
+    let (x, y) = data(20, 5, 2);
+    let out = fit(x.view(), y.view().into_dyn(), &p(2, &dev)).unwrap();
+    let wrong = Array2::<f64>::zeros((4, 6));
+    assert!(out
+        .model
+        .predict(wrong.view(), &dev)
+        .unwrap_err()
+        .to_string()
+        .contains("6 features"));
+    let mut bad = Array2::<f64>::zeros((4, 5));
+    bad[(0, 0)] = f64::NAN;
+    assert!(matches!(
+        out.model.predict(bad.view(), &dev),
+        Err(Error::NonFinite(_))
+    ));
+    let m = RidgeModel {
+        spatial_norm: Some(SpatialNorm::Norm1),
+        ..out.model.clone()
+    };
+    assert!(
+        m.validate().is_err(),
+        "spatial_norm without S must be rejected"
+    );
+    let empty = RidgeModel {
+        w: Array2::<f64>::zeros((0, 2)).into_dyn(),
+        ..out.model
+    };
+    assert!(
+        empty.validate().is_err(),
+        "an unfitted model must be rejected"
+    );
+}
+
+fn fortran_order_npy_reads_like_c_order() {
+    let c = Array2::from_shape_fn((3, 4), |(i, j)| (i * 10 + j) as f64);
+    let f = c.t().as_standard_layout().into_owned().reversed_axes(); // same values, Fortran layout
+    assert!(!f.is_standard_layout());
+    let p = std::env::temp_dir().join(format!("neurofit-forder-{}.npy", std::process::id()));
+    neurofit::io::write_npy(&p, &f.clone().into_dyn()).unwrap();
+    let back = neurofit::io::read_npy(&p).unwrap();
+    assert_eq!(back, c.into_dyn());
+    let f32p = std::env::temp_dir().join(format!("neurofit-f32-{}.npy", std::process::id()));
+    neurofit::io::write_npy(&f32p, &Array2::<f32>::ones((2, 2)).into_dyn()).unwrap();
+    assert_eq!(
+        neurofit::io::read_npy(&f32p).unwrap(),
+        Array2::<f64>::ones((2, 2)).into_dyn()
+    );
+}
+
+fn singular_system_names_the_unit_on_the_explicit_device(dev: Device) {
+    let (mut x, mut y) = data(30, 6, 2);
+    for i in 0..30 {
+        x[(i, 1)] = x[(i, 0)];
+        y[(i, 1)] = 3.0 * x[(i, 0)];
+    }
+    let mut q = p(2, &dev);
+    q.alpha = 0.0;
+    let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+    assert!(
+        matches!(e, Error::Singular(_)) && e.to_string().contains("unit 1"),
+        "{e}"
+    );
+}
+
+fn the_budget_holds_on_every_path(dev: Device) {
+    // 1 MB holds neither X₁ (300 × 401) nor G (401²): refused, not ignored (on a GPU the budget
+    // is the device's; host arrays count against the host's memory)
+    let (x, y) = data(300, 400, 200);
+    for (k, sel) in [(0, "dense"), (20, "selection"), (500, "n_feat > F")] {
+        let mut q = p(k, &dev);
+        q.max_memory = Some(1 << 20);
+        let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory(_)), "{sel}: {e}");
+    }
+    let mut q = p(20, &dev);
+    q.max_memory = Some(1 << 20);
+    q.save_select_feat = true;
+    let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "per-unit: {e}");
+}
+
+fn f32_overflow_is_named(dev: Device) {
+    let (mut x, y) = data(20, 5, 2);
+    x[(2, 3)] = 1e300;
+    let mut q = p(2, &dev);
+    q.dtype = Dtype::F32;
+    let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+    assert!(
+        matches!(e, Error::NonFinite(_)) && e.to_string().contains("overflows float32"),
+        "{e}"
+    );
+    // the same value is fine in an f64 fit
+    let mut q = p(2, &dev);
+    q.dtype = Dtype::F64;
+    assert!(fit(x.view(), y.view().into_dyn(), &q).is_ok());
+}
+
+fn explicit_gpu_without_a_matching_adapter_is_a_clear_error() {
+    let adapters = neurofit::dispatch::adapters();
+    if let Some(a) = adapters.iter().find(|a| !a.shader_f64) {
+        let d: Device = format!("gpu:{}", a.index).parse().unwrap();
+        let e = neurofit::dispatch::resolve(&d, Dtype::F64, 1.0, None).unwrap_err();
+        assert!(e.to_string().contains("SHADER_F64"), "{e}");
+    }
+    let d: Device = "gpu:no-such-adapter-name".parse().unwrap();
+    let e = neurofit::dispatch::resolve(&d, Dtype::F32, 1.0, None).unwrap_err();
+    assert!(matches!(e, Error::DeviceUnavailable(_)));
+}
+
+type Case = (&'static str, fn(Device));
+
+fn main() {
+    let cases: Vec<Case> = vec![
+        (
+            "n_feat_above_features_warns_and_fits_without_selection",
+            n_feat_above_features_warns_and_fits_without_selection,
+        ),
+        (
+            "n_feat_above_features_on_per_unit_path_works",
+            n_feat_above_features_on_per_unit_path_works,
+        ),
+        (
+            "per_unit_path_without_select_sample_works_and_matches_main_path",
+            per_unit_path_without_select_sample_works_and_matches_main_path,
+        ),
+        (
+            "one_dimensional_y_is_an_error",
+            one_dimensional_y_is_an_error,
+        ),
+        ("row_mismatch_is_an_error", row_mismatch_is_an_error),
+        ("n_dimensional_y_is_supported", n_dimensional_y_is_supported),
+        (
+            "singular_selected_system_names_the_unit",
+            singular_selected_system_names_the_unit,
+        ),
+        (
+            "all_zero_x_with_alpha_zero_is_singular",
+            all_zero_x_with_alpha_zero_is_singular,
+        ),
+        (
+            "duplicate_columns_alpha_zero_dense_is_an_error_not_garbage",
+            duplicate_columns_alpha_zero_dense_is_an_error_not_garbage,
+        ),
+        (
+            "single_sample_with_selection_is_an_error",
+            single_sample_with_selection_is_an_error,
+        ),
+        ("non_finite_inputs_are_errors", non_finite_inputs_are_errors),
+        ("bad_alpha_is_an_error", bad_alpha_is_an_error),
+        (
+            "constant_unit_gets_deterministic_selection",
+            constant_unit_gets_deterministic_selection,
+        ),
+        (
+            "zero_norm_spatial_norm_is_an_error",
+            zero_norm_spatial_norm_is_an_error,
+        ),
+        ("predict_validates_its_input", predict_validates_its_input),
+        (
+            "singular_system_names_the_unit_on_the_explicit_device",
+            singular_system_names_the_unit_on_the_explicit_device,
+        ),
+        (
+            "the_budget_holds_on_every_path",
+            the_budget_holds_on_every_path,
+        ),
+        ("f32_overflow_is_named", f32_overflow_is_named),
+    ];
+    let mut suite = Suite::new();
+    for (name, f) in cases {
+        suite.each_backend(name, true, f);
+    }
+    suite.test(
+        "unknown_option_values_are_errors",
+        unknown_option_values_are_errors,
+    );
+    suite.test(
+        "fortran_order_npy_reads_like_c_order",
+        fortran_order_npy_reads_like_c_order,
+    );
+    suite.test(
+        "explicit_gpu_without_a_matching_adapter_is_a_clear_error",
+        explicit_gpu_without_a_matching_adapter_is_a_clear_error,
+    );
+    suite.run()
+}
