@@ -67,6 +67,25 @@ fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// `neurofit ridge fit --quiet --device cpu --x X --y Y --out OUT` and `extra`.
+fn cpu_fit(x: &str, y: &str, out: &str, extra: &[&str]) -> Output {
+    bin()
+        .args(["ridge", "fit", "--quiet", "--device", "cpu"])
+        .args(["--x", x, "--y", y, "--out", out])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `neurofit ridge predict --device cpu --model MODEL --x X --out OUT`.
+fn cpu_predict(model: &str, x: &str, out: &str) -> Output {
+    bin()
+        .args(["ridge", "predict", "--device", "cpu", "--model", model])
+        .args(["--x", x, "--out", out])
+        .output()
+        .unwrap()
+}
+
 fn no_temp_files(dir: &Path) {
     for e in std::fs::read_dir(dir).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
@@ -109,22 +128,7 @@ fn huge_header_is_refused_before_allocating() {
     }
     // predict: the X input and a model member
     let model = d.join("m.npz");
-    let ok = bin()
-        .args([
-            "ridge",
-            "fit",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--x",
-            &x,
-            "--y",
-            &y,
-            "--out",
-            s(&model),
-        ])
-        .output()
-        .unwrap();
+    let ok = cpu_fit(&x, &y, s(&model), &[]);
     assert!(ok.status.success());
     let pred = d.join("p.npy");
     let o = bin()
@@ -293,22 +297,7 @@ fn output_names_up_to_255_bytes_work() {
     for len in [246usize, 255] {
         let name = format!("{}.npz", "m".repeat(len - 4));
         let out = d.join(&name);
-        let o = bin()
-            .args([
-                "ridge",
-                "fit",
-                "--quiet",
-                "--device",
-                "cpu",
-                "--x",
-                &x,
-                "--y",
-                &y,
-                "--out",
-                s(&out),
-            ])
-            .output()
-            .unwrap();
+        let o = cpu_fit(&x, &y, s(&out), &[]);
         assert!(
             o.status.success(),
             "{len}: {}",
@@ -329,14 +318,7 @@ fn special_files_are_written_through_and_links_followed() {
         fixture("small_select", "X_train.npy"),
         fixture("small_select", "Y_train.npy"),
     );
-    let fit = |out: &str| {
-        bin()
-            .args([
-                "ridge", "fit", "--quiet", "--device", "cpu", "--x", &x, "--y", &y, "--out", out,
-            ])
-            .output()
-            .unwrap()
-    };
+    let fit = |out: &str| cpu_fit(&x, &y, out, &[]);
     // a character device stays one: a node of its own (the same device as /dev/null), so that
     // a regression cannot replace the machine's /dev/null
     let dev = d.join("null");
@@ -506,24 +488,7 @@ fn fit_model(d: &Path) -> (PathBuf, String) {
         fixture("small_select", "Y_train.npy"),
     );
     let model = d.join("model.npz");
-    let o = bin()
-        .args([
-            "ridge",
-            "fit",
-            "--quiet",
-            "--device",
-            "cpu",
-            "--n-feat",
-            "30",
-            "--x",
-            &x,
-            "--y",
-            &y,
-            "--out",
-            s(&model),
-        ])
-        .output()
-        .unwrap();
+    let o = cpu_fit(&x, &y, s(&model), &["--n-feat", "30"]);
     assert!(o.status.success());
     (model, fixture("small_select", "X_test.npy"))
 }
@@ -547,23 +512,7 @@ fn zip_members(path: &Path) -> Vec<(String, Vec<u8>)> {
 fn models_resaved_by_numpy_are_read() {
     let d = tmpdir("resaved");
     let (model, xt) = fit_model(&d);
-    let predict = |m: &Path, out: &Path| {
-        bin()
-            .args([
-                "ridge",
-                "predict",
-                "--device",
-                "cpu",
-                "--model",
-                s(m),
-                "--x",
-                &xt,
-                "--out",
-                s(out),
-            ])
-            .output()
-            .unwrap()
-    };
+    let predict = |m: &Path, out: &Path| cpu_predict(s(m), &xt, s(out));
     let p1 = d.join("p1.npy");
     assert!(predict(&model, &p1).status.success());
     let mut members: Vec<(String, Vec<u8>, bool)> = zip_members(&model)
@@ -684,23 +633,7 @@ fn messages_are_one_precise_line() {
     // a CRC-mismatched member, and a member whose shape overflows
     let (model, xt) = fit_model(&d);
     let pred = d.join("p.npy");
-    let predict = |m: &Path| {
-        bin()
-            .args([
-                "ridge",
-                "predict",
-                "--device",
-                "cpu",
-                "--model",
-                s(m),
-                "--x",
-                &xt,
-                "--out",
-                s(&pred),
-            ])
-            .output()
-            .unwrap()
-    };
+    let predict = |m: &Path| cpu_predict(s(m), &xt, s(&pred));
     let mut bytes = std::fs::read(&model).unwrap();
     let w = bytes.windows(5).position(|w| w == b"W.npy").unwrap();
     let magic = w + bytes[w..]
@@ -749,22 +682,8 @@ fn chunk_size_one_is_bitwise_identical() {
     neurofit::io::write_npy(&xp, &x.into_dyn()).unwrap();
     neurofit::io::write_npy(&yp, &y.into_dyn()).unwrap();
     let fit = |chunk: &str, out: &Path| {
-        let o = bin()
-            .args([
-                "ridge", "fit", "--quiet", "--device", "cpu", "--n-feat", "10", "--alpha", "3",
-            ])
-            .args([
-                "--chunk-size",
-                chunk,
-                "--x",
-                s(&xp),
-                "--y",
-                s(&yp),
-                "--out",
-                s(out),
-            ])
-            .output()
-            .unwrap();
+        let extra = ["--n-feat", "10", "--alpha", "3", "--chunk-size", chunk];
+        let o = cpu_fit(s(&xp), s(&yp), s(out), &extra);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         neurofit::ridge::RidgeModel::load(out).unwrap()
     };

@@ -84,6 +84,26 @@ pub(crate) fn check_values(
     Ok(())
 }
 
+/// Runs a fit job on the requested device (falling back to the CPU under `auto`), recording a
+/// fall-back in `warnings`; returns the output and the backend that produced it.
+fn run_job<J: dispatch::Job>(
+    params: &FitParams,
+    flops: f64,
+    job: &J,
+    warnings: &mut Vec<String>,
+) -> Result<(J::Output, String)> {
+    let ran = dispatch::run(
+        &params.device,
+        params.dtype,
+        flops,
+        params.max_memory,
+        "fit",
+        job,
+    )?;
+    warnings.extend(ran.fallback);
+    Ok((ran.output, ran.device))
+}
+
 /// Fits FastL2LiR. `x` is `n × F`; `y` is `n × U` or `n × s1 × … × sk`.
 ///
 /// Errors (never panics) on: Y with fewer than 2 dimensions, mismatched rows, empty inputs,
@@ -127,7 +147,11 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
         } else {
             0
         };
-    let host_budget = params.max_memory.unwrap_or_else(memory::default_cpu_budget);
+    // on an explicit GPU, max_memory is the device's budget; the host's is what the OS has
+    let host_budget = match (&params.device, params.max_memory) {
+        (crate::Device::Gpu(_), _) | (_, None) => memory::default_cpu_budget(),
+        (_, Some(m)) => m,
+    };
     if copies > host_budget {
         return Err(Error::OutOfMemory(format!(
             "the working copies of X and Y need {} but the memory budget is {}; raise max_memory",
@@ -168,14 +192,10 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
                 "the per-unit path (save_select_feat/spatial_norm/select_sample) runs on the CPU"
             );
         }
-        per_unit::check_budget(
-            n,
-            f,
-            units,
-            k.min(f),
-            params.select_sample.is_some(),
-            host_budget,
-        )?;
+        // the per-unit path runs on the CPU: max_memory is its budget whatever the device
+        let budget = params.max_memory.unwrap_or(host_budget);
+        let rows_selected = params.select_sample.is_some();
+        per_unit::check_budget(n, f, units, k.min(f), rows_selected, budget)?;
         let opt = per_unit::PerUnitOptions {
             alpha: params.alpha,
             k,
@@ -194,24 +214,15 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             alpha: params.alpha,
             dtype,
         };
-        let ran = dispatch::run(
-            &params.device,
-            dtype,
-            job.flops(),
-            params.max_memory,
-            "fit",
-            &job,
-        )?;
-        warnings.extend(ran.fallback);
+        let ((w, b), device) = run_job(params, job.flops(), &job, &mut warnings)?;
         report(units);
         let path = if n > f + 1 {
             FitPath::DensePrimal
         } else {
             FitPath::DenseDual
         };
-        let (w, b) = ran.output;
         let t = vec![("dense solve".to_string(), t0.elapsed())];
-        (w, b, None, path, ran.device, t, None, None)
+        (w, b, None, path, device, t, None, None)
     } else {
         let job = paths::SelectedFit {
             x: x.view(),
@@ -222,22 +233,13 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             chunk_cap: params.chunk_size,
             progress: &report,
         };
-        let ran = dispatch::run(
-            &params.device,
-            dtype,
-            job.flops(),
-            params.max_memory,
-            "fit",
-            &job,
-        )?;
-        warnings.extend(ran.fallback);
-        let o = ran.output;
+        let (o, device) = run_job(params, job.flops(), &job, &mut warnings)?;
         (
             o.w,
             o.b,
             None,
             FitPath::Selected,
-            ran.device,
+            device,
             o.timings,
             Some(o.selected),
             Some(o.corr_abs),

@@ -136,9 +136,21 @@ pub fn plan_dense<B: Backend>(
     with_host(be, stage, host, "FastL2LiR dense path")
 }
 
-/// Units per chunk for `stage`, capped by the user's `chunk_cap` (0 = none).
+/// Progress is reported per chunk: a large fit is cut into at least this many chunks (of at
+/// least [`MIN_PROGRESS_CHUNK`] units) so that a progress bar moves.
+const PROGRESS_STEPS: usize = 16;
+/// The smallest chunk the progress rule makes.
+const MIN_PROGRESS_CHUNK: usize = 64;
+
+/// Units per chunk for `stage`, capped by the user's `chunk_cap` (0 = none) and by the progress
+/// rule. Results do not depend on it (bitwise; tested).
 fn units_per_chunk<B: Backend>(be: &B, stage: &Stage, chunk_cap: usize) -> Result<usize> {
     let mut chunk = planner::items_per_chunk(stage, &be.limits())? as usize;
+    chunk = chunk.min(
+        (stage.items as usize)
+            .div_ceil(PROGRESS_STEPS)
+            .max(MIN_PROGRESS_CHUNK),
+    );
     if chunk_cap > 0 {
         chunk = chunk.min(chunk_cap);
     }
