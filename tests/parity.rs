@@ -383,6 +383,20 @@ fn scorer_names_the_binding_limit_when_one_matrix_is_too_large(dev: Device) {
     );
 }
 
+/// Vulkan adapters report their device-local memory, and the default GPU budget follows it (an
+/// 80 GB GPU is not planned as a 2 GiB one).
+fn the_default_gpu_budget_follows_device_memory(dev: Device) {
+    let Chosen::Gpu(g) = backend(&dev, None) else {
+        panic!("expected a GPU")
+    };
+    let ctx = g.context();
+    if ctx.info.backend == wgpu::Backend::Vulkan {
+        let m = ctx.info.device_memory.expect("Vulkan reports its heaps");
+        assert!(m > 0);
+        assert_eq!(ctx.default_budget(), m / 10 * 8);
+    }
+}
+
 fn auto_never_picks_a_software_adapter() {
     let r = dispatch::resolve(&Device::Auto, Dtype::F32, 1e15, None).unwrap();
     if dispatch::adapters().iter().all(|a| a.is_software) {
@@ -520,6 +534,11 @@ fn main() {
         "chunked_scorer_equals_unchunked",
         true,
         chunked_scorer_equals_unchunked,
+    );
+    suite.gpu(
+        "the_default_gpu_budget_follows_device_memory",
+        false,
+        the_default_gpu_budget_follows_device_memory,
     );
     suite.test(
         "auto_never_picks_a_software_adapter",
