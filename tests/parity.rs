@@ -18,7 +18,7 @@ use neurofit::backend::{Backend, FeatureLayout, Op};
 use neurofit::device::planner::{items_per_chunk, Stage};
 use neurofit::dispatch::{self, Chosen, Job};
 use neurofit::gsn::{perform_gsn, GsnOptions};
-use neurofit::ridge::{fit, plan_selected, FitOutput, FitParams};
+use neurofit::ridge::{fit, plan_selected, FitOutput, FitParams, SelectedShape};
 use neurofit::simulate::Rng;
 use neurofit::{Device, Dtype, Error, Result};
 
@@ -236,7 +236,8 @@ fn plan(c: &Chosen, n: usize, f: usize, u: usize, k: usize) -> Stage {
     impl Job for P {
         type Output = Stage;
         fn run<B: Backend>(&self, be: &B) -> Result<Stage> {
-            plan_selected(be, self.0, self.1, self.2, self.3, Dtype::F64)
+            let shape = SelectedShape::in_memory(self.0, self.1, self.2, self.3);
+            plan_selected(be, &shape, Dtype::F64)
         }
     }
     c.run(&P(n, f, u, k)).unwrap()

@@ -34,6 +34,8 @@ pub enum Kind {
     I64,
     /// Signed 32-bit integer.
     I32,
+    /// Unsigned 32-bit integer.
+    U32,
     /// Unsigned byte.
     U8,
     /// numpy bool (one byte).
@@ -47,7 +49,7 @@ impl Kind {
     pub fn size(self) -> usize {
         match self {
             Kind::F64 | Kind::I64 => 8,
-            Kind::F32 | Kind::I32 => 4,
+            Kind::F32 | Kind::I32 | Kind::U32 => 4,
             Kind::F16 => 2,
             Kind::U8 | Kind::Bool => 1,
             Kind::Unicode(n) => 4 * n,
@@ -80,6 +82,10 @@ impl Header {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Whether multi-byte elements are big-endian.
+    pub fn big_endian(&self) -> bool {
+        self.order == Order::Big
+    }
 }
 
 fn bad(msg: impl Into<String>) -> Error {
@@ -99,6 +105,7 @@ fn parse_descr(d: &str) -> Result<(Kind, Order)> {
         "f2" => Kind::F16,
         "i8" => Kind::I64,
         "i4" => Kind::I32,
+        "u4" => Kind::U32,
         "u1" => Kind::U8,
         "b1" => Kind::Bool,
         r if r.starts_with('U') => {
@@ -109,7 +116,7 @@ fn parse_descr(d: &str) -> Result<(Kind, Order)> {
         }
         _ => {
             return Err(bad(format!(
-                "unsupported dtype '{d}' (neurofit reads float64, float32, float16, int64, int32, uint8, bool)"
+                "unsupported dtype '{d}' (neurofit reads float64, float32, int64, int32, uint32, uint8, bool)"
             )))
         }
     };
@@ -330,6 +337,7 @@ pub fn read_f64<R: Read + ?Sized>(r: &mut R, h: &Header) -> Result<ArrayD<f64>> 
         }
         Kind::I64 => read_blocks(r, h, &mut v, |b| i64::from_le_bytes(arr(b, o)) as f64)?,
         Kind::I32 => read_blocks(r, h, &mut v, |b| i32::from_le_bytes(arr(b, o)) as f64)?,
+        Kind::U32 => read_blocks(r, h, &mut v, |b| u32::from_le_bytes(arr(b, o)) as f64)?,
         Kind::U8 => read_blocks(r, h, &mut v, |b| b[0] as f64)?,
         Kind::Bool => read_blocks(r, h, &mut v, |b| f64::from(b[0] != 0))?,
         Kind::Unicode(_) => return Err(bad("a text array where numbers were expected")),
@@ -395,6 +403,7 @@ element!(f64, "<f8");
 element!(f32, "<f4");
 element!(i64, "<i8");
 element!(u8, "|u1");
+element!(u32, "<u4");
 
 impl Element for bool {
     const DESCR: &'static str = "|b1";

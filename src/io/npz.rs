@@ -129,6 +129,8 @@ pub enum NpzMember {
     Bool(ArrayD<bool>),
     /// An i64 array.
     I64(ArrayD<i64>),
+    /// A u32 array (feature indices).
+    U32(ArrayD<u32>),
     /// Text, stored as a 0-d numpy unicode array (`str(z[name])` in numpy).
     Text(String),
 }
@@ -150,6 +152,7 @@ impl NpzMember {
             NpzMember::F32(a) => npy::encoded_len::<f32>(a.shape()),
             NpzMember::Bool(a) => npy::encoded_len::<bool>(a.shape()),
             NpzMember::I64(a) => npy::encoded_len::<i64>(a.shape()),
+            NpzMember::U32(a) => npy::encoded_len::<u32>(a.shape()),
             NpzMember::Text(s) => 128 + 4 * s.len() as u64,
         }
     }
@@ -160,6 +163,7 @@ impl NpzMember {
             NpzMember::F32(a) => npy::write(w, a),
             NpzMember::Bool(a) => npy::write(w, a),
             NpzMember::I64(a) => npy::write(w, a),
+            NpzMember::U32(a) => npy::write(w, a),
             NpzMember::Text(s) => npy::write_text(w, s),
         }
     }

@@ -11,10 +11,12 @@ pub mod paths;
 pub mod per_unit;
 pub mod select;
 pub mod shape;
+pub mod stream;
+pub mod targets;
 
 pub use model::RidgeModel;
 pub use params::{FitParams, Progress, SelectSample, SpatialNorm};
-pub use paths::{plan_dense, plan_selected};
+pub use paths::{plan_dense, plan_selected, SelectedShape};
 
 use crate::device::memory;
 use crate::dispatch;
@@ -224,25 +226,30 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
         let t = vec![("dense solve".to_string(), t0.elapsed())];
         (w, b, None, path, device, t, None, None)
     } else {
+        let targets = targets::FlatTargets::new(y2.view(), &unit_shape);
         let job = paths::SelectedFit {
             x: x.view(),
-            y: y2.view(),
+            y: &targets,
+            units: 0..units,
             k,
             alpha: params.alpha,
             dtype,
             chunk_cap: params.chunk_size,
+            dense_w: true,
+            keep_corr: true,
             progress: &report,
         };
         let (o, device) = run_job(params, job.flops(), &job, &mut warnings)?;
+        let w = o.w.expect("dense form");
         (
-            o.w,
+            w,
             o.b,
             None,
             FitPath::Selected,
             device,
             o.timings,
             Some(o.selected),
-            Some(o.corr_abs),
+            o.corr_abs,
         )
     };
     let t1 = Instant::now();

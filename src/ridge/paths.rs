@@ -3,6 +3,7 @@
 //! scatter of the solutions into `W` and the error texts live here and nowhere else.
 
 use super::select::{top_k_rows, TieBreak};
+use super::targets::Targets;
 use crate::backend::{Backend, FeatureLayout, Op};
 use crate::device::memory;
 use crate::device::planner::{self, Stage};
@@ -11,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::linalg;
 use crate::Dtype;
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 fn bytes(elems: usize) -> u64 {
@@ -51,18 +53,47 @@ fn combine(name: &'static str, fixed: &[Stage], per_unit: Stage) -> Stage {
     }
 }
 
-/// The memory plan of the selection path for `n × f` inputs, `units` units and `k` features per
-/// unit on `be`: X and Y as given, the model and |r| outputs, the resident X₁ and G, and per unit
-/// its share of a chunk. [`planner::items_per_chunk`] of it against `be.limits()` is the number
-/// of units per chunk.
-pub fn plan_selected<B: Backend>(
-    be: &B,
-    n: usize,
-    f: usize,
-    units: usize,
-    k: usize,
-    dtype: Dtype,
-) -> Result<Stage> {
+/// The shape of a selection-path fit, for its memory plan.
+#[derive(Debug, Clone, Copy)]
+pub struct SelectedShape {
+    /// Samples.
+    pub n: usize,
+    /// Features.
+    pub f: usize,
+    /// Units fitted (a shard's share, or all).
+    pub units: usize,
+    /// Features per unit.
+    pub k: usize,
+    /// Bytes of Y held in memory for the whole fit (0 when Y is read from a file by chunks).
+    pub resident_y: u64,
+    /// The model is a dense `F × U` W (else sparse: `U × k` indices and weights).
+    pub dense_w: bool,
+    /// |r| (`F × U`) is kept for the caller.
+    pub keep_corr: bool,
+}
+
+impl SelectedShape {
+    /// A fit whose Y (`n × units` f64) is in memory and whose W and |r| are kept, as
+    /// [`crate::ridge::fit`] does.
+    pub fn in_memory(n: usize, f: usize, units: usize, k: usize) -> Self {
+        SelectedShape {
+            n,
+            f,
+            units,
+            k,
+            resident_y: bytes(n * units),
+            dense_w: true,
+            keep_corr: true,
+        }
+    }
+}
+
+/// The memory plan of the selection path on `be`: X, the resident part of Y, the outputs (W or
+/// the sparse weights, |r| when kept, b and the selection), the resident X₁ and G, and per unit
+/// its share of a chunk (its Y column read from the source, and the backend's buffers).
+/// [`planner::items_per_chunk`] of it against `be.limits()` is the number of units per chunk.
+pub fn plan_selected<B: Backend>(be: &B, sh: &SelectedShape, dtype: Dtype) -> Result<Stage> {
+    let (n, f, units, k) = (sh.n, sh.f, sh.units, sh.k);
     let p = f + 1;
     let feats = be.plan(
         Op::Features {
@@ -76,7 +107,7 @@ pub fn plan_selected<B: Backend>(
         dtype,
     );
     let gram = be.plan(Op::Gram { rows: n, dim: p }, dtype);
-    let per = be.plan(
+    let mut per = be.plan(
         Op::SelectedUnits {
             units,
             rows: n,
@@ -85,8 +116,16 @@ pub fn plan_selected<B: Backend>(
         },
         dtype,
     );
-    // inputs X and Y, outputs W and |r| (F × U each), b and the selection
-    let host = bytes(n * f + n * units + 2 * f * units + units) + (units * k) as u64 * 4;
+    // the chunk of Y as read from the source
+    per.per_item += bytes(n);
+    let outputs = if sh.dense_w {
+        bytes(f * units)
+    } else {
+        bytes(units * k)
+    } + if sh.keep_corr { bytes(f * units) } else { 0 }
+        + bytes(units)
+        + (units * k) as u64 * 4;
+    let host = bytes(n * f) + sh.resident_y + outputs;
     let stage = combine("FastL2LiR selection path", &[feats, gram], per);
     with_host(be, stage, host, "FastL2LiR selection path")
 }
@@ -157,27 +196,32 @@ fn units_per_chunk<B: Backend>(be: &B, stage: &Stage, chunk_cap: usize) -> Resul
     Ok(chunk)
 }
 
-/// What the selection path produces.
+/// What the selection path produces, for the units it fitted (`units.len()` of them).
 pub struct SelectedOutput {
-    /// `F × U`.
-    pub w: Array2<f64>,
+    /// `F × U` dense weights (dense form).
+    pub w: Option<Array2<f64>>,
+    /// `U × k` weights of the selected features, in rank order (sparse form).
+    pub values: Option<Array2<f64>>,
     /// `U`.
     pub b: Array1<f64>,
-    /// `U × k`, best first.
+    /// `U × k` selected features, best first.
     pub selected: Array2<u32>,
-    /// `F × U`.
-    pub corr_abs: Array2<f64>,
+    /// `F × U` |r| (when kept).
+    pub corr_abs: Option<Array2<f64>>,
     /// Summed wall time per stage.
     pub timings: Vec<(String, Duration)>,
 }
 
-/// The selection path (spec §5): X₁ uploaded once and G formed once; per chunk of units, Y
-/// uploaded once, |r|, top-k, the gathered systems solved, and the solutions scattered.
+/// The selection path (spec §5): X₁ uploaded once and G formed once; per chunk of units, Y read
+/// from its source and uploaded once, |r|, top-k, the gathered systems solved, and the
+/// solutions kept (scattered into a dense W, or as sparse weights).
 pub struct SelectedFit<'a> {
     /// `n × F`.
     pub x: ArrayView2<'a, f64>,
-    /// `n × U` (flat units).
-    pub y: ArrayView2<'a, f64>,
+    /// The targets.
+    pub y: &'a dyn Targets,
+    /// The flat units to fit (all of them, or a shard's range).
+    pub units: Range<usize>,
     /// Features per unit (`< F`).
     pub k: usize,
     /// Ridge penalty.
@@ -186,6 +230,10 @@ pub struct SelectedFit<'a> {
     pub dtype: Dtype,
     /// Upper bound on units per chunk (0 = none).
     pub chunk_cap: usize,
+    /// Keep a dense W (else sparse weights).
+    pub dense_w: bool,
+    /// Keep |r| (`F × U`).
+    pub keep_corr: bool,
     /// Called with the number of units finished.
     pub progress: &'a (dyn Fn(usize) + Sync),
 }
@@ -194,8 +242,46 @@ impl SelectedFit<'_> {
     /// Floating-point operations (for `auto`).
     pub fn flops(&self) -> f64 {
         let (n, f) = (self.x.nrows() as f64, self.x.ncols() as f64);
-        let (u, k) = (self.y.ncols() as f64, self.k as f64);
+        let (u, k) = (self.units.len() as f64, self.k as f64);
         n * f * f + 4.0 * n * f * u + u * (k + 1.0).powi(3) / 3.0
+    }
+
+    /// The shape of this fit for its memory plan.
+    pub fn shape(&self) -> SelectedShape {
+        SelectedShape {
+            n: self.x.nrows(),
+            f: self.x.ncols(),
+            units: self.units.len(),
+            k: self.k,
+            resident_y: self.y.resident_bytes(),
+            dense_w: self.dense_w,
+            keep_corr: self.keep_corr,
+        }
+    }
+
+    /// Reads units `range` of Y, checks its values and rounds them to the fit's precision.
+    fn read_chunk(&self, range: Range<usize>) -> Result<Array2<f64>> {
+        let mut y = self.y.read(range.clone())?;
+        if let Err(e) = super::check_values(y.view(), "Y", false, self.dtype) {
+            // name the flat unit, not the column within the chunk
+            let msg = e.to_string();
+            let col = y
+                .indexed_iter()
+                .find(|(_, v)| {
+                    !v.is_finite() || (self.dtype == Dtype::F32 && (**v as f32).is_infinite())
+                })
+                .map(|((_, c), _)| c)
+                .unwrap_or(0);
+            return Err(Error::NonFinite(format!(
+                "{} (flat unit {})",
+                msg.trim_start_matches("non-finite value: "),
+                range.start + col
+            )));
+        }
+        if self.dtype == Dtype::F32 {
+            y.mapv_inplace(|v| self.dtype.round(v));
+        }
+        Ok(y)
     }
 }
 
@@ -211,12 +297,12 @@ impl Job for SelectedFit<'_> {
 
     fn run<B: Backend>(&self, be: &B) -> Result<SelectedOutput> {
         be.check_dtype(self.dtype)?;
-        let (n, f) = self.x.dim();
-        let units = self.y.ncols();
+        let (_, f) = self.x.dim();
+        let units = self.units.len();
         let (k, m) = (self.k, self.k + 1);
-        let stage = plan_selected(be, n, f, units, k, self.dtype)?;
+        let stage = plan_selected(be, &self.shape(), self.dtype)?;
         let chunk = units_per_chunk(be, &stage, self.chunk_cap)?;
-        let mut times = [Duration::ZERO; 4];
+        let mut times = [Duration::ZERO; 5];
         let t = Instant::now();
         let layout = FeatureLayout {
             bias: true,
@@ -225,20 +311,30 @@ impl Job for SelectedFit<'_> {
         let x1 = be.upload_features(self.x, layout, self.dtype)?;
         let g = be.gram(&x1)?;
         times[0] += t.elapsed();
-        let mut w = Array2::<f64>::zeros((f, units));
+        let mut w = self.dense_w.then(|| Array2::<f64>::zeros((f, units)));
+        let mut values = (!self.dense_w).then(|| Array2::<f64>::zeros((units, k)));
+        let mut corr_abs = self.keep_corr.then(|| Array2::<f64>::zeros((f, units)));
         let mut b = Array1::<f64>::zeros(units);
         let mut selected = Array2::<u32>::zeros((units, k));
-        let mut corr_abs = Array2::<f64>::zeros((f, units));
-        for range in planner::ranges(units, chunk) {
+        for local in planner::ranges(units, chunk) {
+            let range = local.start + self.units.start..local.end + self.units.start;
             let t = Instant::now();
-            let yc = be.upload_targets(self.y.slice(s![.., range.clone()]), self.dtype)?;
-            let corr = be.abs_correlations(&x1, &yc)?;
+            let ychunk = self.read_chunk(range.clone())?;
             times[1] += t.elapsed();
             let t = Instant::now();
-            let sel = top_k_rows(corr.view(), k, TieBreak::HigherIndex);
-            let mut idx = Array2::<u32>::from_elem((range.len(), m), f as u32);
-            idx.slice_mut(s![.., ..k]).assign(&sel);
+            let yc = be.upload_targets(ychunk.view(), self.dtype)?;
+            drop(ychunk);
+            let corr = be.abs_correlations(&x1, &yc)?;
             times[2] += t.elapsed();
+            let t = Instant::now();
+            let sel = top_k_rows(corr.view(), k, TieBreak::HigherIndex);
+            let mut idx = Array2::<u32>::from_elem((local.len(), m), f as u32);
+            idx.slice_mut(s![.., ..k]).assign(&sel);
+            if let Some(c) = corr_abs.as_mut() {
+                c.slice_mut(s![.., local.clone()]).assign(&corr.t());
+            }
+            drop(corr);
+            times[3] += t.elapsed();
             let t = Instant::now();
             let solved = be.solve_selected(&g, &x1, &yc, idx.view(), self.alpha)?;
             if let Some((i, p)) = solved
@@ -249,26 +345,32 @@ impl Job for SelectedFit<'_> {
             {
                 return Err(singular_unit(range.start + i, m, p));
             }
-            for (i, u) in range.clone().enumerate() {
+            for (i, u) in local.clone().enumerate() {
                 let th = &solved.theta[i * m..(i + 1) * m];
-                for (r, &j) in sel.row(i).iter().enumerate() {
-                    w[(j as usize, u)] = th[r];
+                if let Some(w) = w.as_mut() {
+                    for (r, &j) in sel.row(i).iter().enumerate() {
+                        w[(j as usize, u)] = th[r];
+                    }
+                }
+                if let Some(v) = values.as_mut() {
+                    v.row_mut(u).assign(&ndarray::ArrayView1::from(&th[..k]));
                 }
                 b[u] = th[k];
             }
-            times[3] += t.elapsed();
-            corr_abs.slice_mut(s![.., range.clone()]).assign(&corr.t());
-            selected.slice_mut(s![range.clone(), ..]).assign(&sel);
-            (self.progress)(range.end);
+            selected.slice_mut(s![local.clone(), ..]).assign(&sel);
+            times[4] += t.elapsed();
+            (self.progress)(local.end);
         }
         let names = [
             "upload + gram",
+            "read Y",
             "correlations",
             "top-k selection",
             "per-unit solves",
         ];
         Ok(SelectedOutput {
             w,
+            values,
             b,
             selected,
             corr_abs,

@@ -9,11 +9,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Ix2;
 use neurofit::device::memory;
 use neurofit::io;
-use neurofit::ridge::{self, FitParams, RidgeModel};
+use neurofit::ridge::stream::{self, Model, Shard};
+use neurofit::ridge::targets::NpyTargets;
+use neurofit::ridge::{self, FitParams};
 use neurofit::{Device, Dtype, Error, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -57,8 +60,22 @@ enum Cmd {
 enum RidgeCmd {
     /// Fit a model and write it as .npz (W, b, S, and the options predict needs).
     Fit(FitArgs),
-    /// Predict with a saved model; writes (n, s1..sk) as .npy.
+    /// Predict with a saved model (dense, sparse, or a shard directory); writes (n, s1..sk).
     Predict(PredictArgs),
+    /// Assemble the model of a shard directory (every part present, all from the same inputs).
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The directory the shards wrote (`ridge fit --shard I/N --out DIR`).
+    dir: PathBuf,
+    /// Output model file (.npz).
+    #[arg(long)]
+    out: PathBuf,
+    /// Write a dense W even when the shards are sparse.
+    #[arg(long)]
+    dense: bool,
 }
 
 #[derive(Args)]
@@ -69,9 +86,18 @@ struct FitArgs {
     /// Training targets Y (samples × units…), .npy.
     #[arg(long)]
     y: PathBuf,
-    /// Output model file (.npz).
+    /// Output model file (.npz); with --shard, the directory the parts go to.
     #[arg(long)]
     out: PathBuf,
+    /// Store each unit's selected features and weights instead of a dense W.
+    #[arg(long)]
+    sparse: bool,
+    /// Fit only the I-th of N balanced ranges of units (I/N, or `slurm` for an array task).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Refit a shard whose complete part already exists.
+    #[arg(long)]
+    force: bool,
     /// Ridge penalty (also on the bias).
     #[arg(long, default_value_t = 1.0)]
     alpha: f64,
@@ -224,7 +250,6 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
     let select_sample = a.select_sample.as_deref().map(str::parse).transpose()?;
     let budget = max_memory.unwrap_or_else(memory::default_cpu_budget);
     let x = read_matrix(&a.x, "X", budget)?;
-    let y = io::read_npy_within(&a.y, budget.saturating_sub(8 * x.len() as u64))?;
     let pb = progress_bar(quiet);
     let progress: Option<ridge::Progress> = pb.clone().map(|pb| {
         Arc::new(move |done: usize, total: usize| {
@@ -244,6 +269,19 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
         max_memory,
         progress,
     };
+    let shard: Option<Shard> = a.shard.as_deref().map(str::parse).transpose()?;
+    let streamed = 0 < params.n_feat && params.n_feat < x.ncols() && !params.per_unit_path();
+    if streamed {
+        // the selection path reads Y from its file chunk by chunk: Y never has to fit
+        let y = NpyTargets::open(&a.y)?;
+        return fit_streamed(&a, &x, &y, &params, shard, pb, quiet);
+    }
+    if a.sparse || shard.is_some() {
+        return Err(Error::InvalidInput(
+            "--sparse and --shard take the selection path: 0 < --n-feat < features, without --save-select-feat/--spatial-norm/--select-sample".into(),
+        ));
+    }
+    let y = io::read_npy_within(&a.y, budget.saturating_sub(8 * x.len() as u64))?;
     let out = ridge::fit(x.view(), y.view(), &params)?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
@@ -261,13 +299,75 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// The selection path with Y read by chunks: one process, or one shard of a directory.
+fn fit_streamed(
+    a: &FitArgs,
+    x: &ndarray::Array2<f64>,
+    y: &NpyTargets,
+    params: &FitParams,
+    shard: Option<Shard>,
+    pb: Option<ProgressBar>,
+    quiet: bool,
+) -> Result<()> {
+    let t = Instant::now();
+    let target = match shard {
+        Some(s) => {
+            std::fs::create_dir_all(&a.out).map_err(|e| io::io_err(&a.out, e))?;
+            let path = s.part_path(&a.out);
+            let fp = stream::fingerprint(x.view(), y, params, a.sparse)?;
+            if !a.force && stream::part_is_complete(&path, &fp) {
+                if !quiet {
+                    eprintln!(
+                        "shard {}/{} is complete ({}); skipped (--force refits)",
+                        s.index,
+                        s.count,
+                        io::shown(&path)
+                    );
+                }
+                return Ok(());
+            }
+            path
+        }
+        None => a.out.clone(),
+    };
+    let part = stream::fit_part(x.view(), y, params, shard.unwrap_or(Shard::ALL), a.sparse)?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let device = part.device.clone();
+    let units = part.range.len();
+    match shard {
+        Some(_) => part.save(&target)?,
+        None => part
+            .into_model()?
+            .save(&target, params.alpha, params.n_feat)?,
+    }
+    if !quiet {
+        eprintln!(
+            "fitted {units} units on {device} in {:.3} s; wrote {}",
+            t.elapsed().as_secs_f64(),
+            io::shown(&target)
+        );
+    }
+    Ok(())
+}
+
+fn ridge_merge(a: MergeArgs, quiet: bool) -> Result<()> {
+    let merged = stream::merge(&a.dir, a.dense)?;
+    merged.model.save(&a.out, merged.alpha, merged.n_feat)?;
+    if !quiet {
+        eprintln!("merged {} into {}", io::shown(&a.dir), io::shown(&a.out));
+    }
+    Ok(())
+}
+
 fn ridge_predict(a: PredictArgs) -> Result<()> {
     let device: Device = a.device.parse()?;
     let budget = memory::default_cpu_budget();
-    let model = RidgeModel::load_within(&a.model, budget)?;
-    let x = read_matrix(&a.x, "X", budget.saturating_sub(8 * model.w.len() as u64))?;
+    let model = Model::load(&a.model)?;
+    let x = read_matrix(&a.x, "X", budget)?;
     let y = model.predict(x.view(), &device)?;
-    match model.dtype {
+    match model.dtype() {
         Dtype::F64 => io::write_npy(&a.out, &y),
         Dtype::F32 => io::write_npy(&a.out, &y.mapv(|v| v as f32)),
     }
@@ -480,6 +580,9 @@ fn main() {
         Cmd::Ridge {
             cmd: RidgeCmd::Predict(a),
         } => ridge_predict(a),
+        Cmd::Ridge {
+            cmd: RidgeCmd::Merge(a),
+        } => ridge_merge(a, cli.quiet),
         Cmd::Gsn(a) => run_gsn(a, cli.quiet),
         Cmd::Bench(a) => run_bench(a, cli.quiet),
         Cmd::Devices => {

@@ -1,0 +1,803 @@
+//! Network-scale FastL2LiR: the selection path over a [`Targets`] source read chunk by chunk
+//! (out of core), sparse models (each unit's k selected features and weights instead of a
+//! mostly-zero dense W), and fits spread over machines as shards of the flat units whose parts
+//! are merged into one model, bit for bit the one-process fit.
+//!
+//! Part files (`DIR/part-IIIII-of-NNNNN.npz`) hold: `range` (i8 `[start, end)` of flat units),
+//! `unit_shape` (i8), `n_features` (i8), `dtype`, `form` (`dense`|`sparse`), `fingerprint`
+//! (text), `b` (`U_part`), and `W` (`F × U_part`, dense) or `idx` (`U_part × k`, u4) and
+//! `weight` (`U_part × k`, sparse).
+
+use super::params::FitParams;
+use super::paths::SelectedFit;
+use super::targets::Targets;
+use super::RidgeModel;
+use crate::device::{memory, Device};
+use crate::dispatch;
+use crate::error::{Error, Result};
+use crate::io::{self, npz::write_npz, NpzMember, NpzReader};
+use crate::Dtype;
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, Axis, Ix1};
+use rayon::prelude::*;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The I-th of N balanced contiguous ranges of flat units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Zero-based index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole fit as one shard.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// The flat units of this shard among `units`: `[units·I/N, units·(I+1)/N)`.
+    pub fn range(&self, units: usize) -> Range<usize> {
+        let at = |i: usize| (units as u128 * i as u128 / self.count as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+
+    /// The shard of a SLURM array task: `SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN` of
+    /// `SLURM_ARRAY_TASK_COUNT`.
+    pub fn from_slurm() -> Result<Shard> {
+        let var = |k: &str| -> Result<usize> {
+            std::env::var(k)
+                .map_err(|_| {
+                    Error::InvalidInput(format!(
+                        "--shard slurm: {k} is not set (run it as a task of an array job: sbatch --array=0-N-1)"
+                    ))
+                })?
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidInput(format!("--shard slurm: {k} is not a number")))
+        };
+        let id = var("SLURM_ARRAY_TASK_ID")?;
+        let min = std::env::var("SLURM_ARRAY_TASK_MIN")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let count = var("SLURM_ARRAY_TASK_COUNT")?;
+        Shard::new(
+            id.checked_sub(min).ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}"
+                ))
+            })?,
+            count,
+        )
+    }
+
+    /// Shard `index` of `count`, checked.
+    pub fn new(index: usize, count: usize) -> Result<Shard> {
+        if count == 0 || index >= count {
+            return Err(Error::InvalidInput(format!(
+                "shard {index}/{count}: expected I/N with 0 ≤ I < N"
+            )));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The part file of this shard in `dir`.
+    pub fn part_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("part-{:05}-of-{:05}.npz", self.index, self.count))
+    }
+}
+
+impl FromStr for Shard {
+    type Err = Error;
+    /// `I/N` or `slurm`.
+    fn from_str(s: &str) -> Result<Shard> {
+        if s.trim() == "slurm" {
+            return Shard::from_slurm();
+        }
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| Error::InvalidInput(format!("shard '{s}': expected I/N or slurm")))?;
+        let num = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| Error::InvalidInput(format!("shard '{s}': expected I/N or slurm")))
+        };
+        Shard::new(num(i)?, num(n)?)
+    }
+}
+
+/// A sparse FastL2LiR model: per flat unit its `k` selected features and their weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseModel {
+    /// `U × k` feature indices (rank order).
+    pub idx: Array2<u32>,
+    /// `U × k` weights.
+    pub weight: Array2<f64>,
+    /// `U` biases.
+    pub b: Array1<f64>,
+    /// Shape of the unit axes.
+    pub unit_shape: Vec<usize>,
+    /// Number of input features.
+    pub n_features: usize,
+    /// Precision; predictions are returned in it.
+    pub dtype: Dtype,
+}
+
+impl SparseModel {
+    /// The dense model with the same predictions.
+    pub fn to_dense(&self) -> Result<RidgeModel> {
+        let units = self.idx.nrows();
+        let mut w = Array2::<f64>::zeros((self.n_features, units));
+        for u in 0..units {
+            for (m, &j) in self.idx.row(u).iter().enumerate() {
+                w[(j as usize, u)] = self.weight[(u, m)];
+            }
+        }
+        RidgeModel::from_flat(
+            w.view(),
+            self.b.view(),
+            None,
+            &self.unit_shape,
+            self.dtype,
+            None,
+        )
+    }
+
+    /// `X W + b` from the selected products only (`n'·U·k` instead of `n'·F·U`), as
+    /// `(n', s1..sk)` in the model's dtype.
+    pub fn predict(&self, x: ArrayView2<f64>, _device: &Device) -> Result<ArrayD<f64>> {
+        let (rows, f) = x.dim();
+        if f != self.n_features {
+            return Err(Error::InvalidInput(format!(
+                "X has {f} features but the model was fitted on {}",
+                self.n_features
+            )));
+        }
+        super::check_values(x, "X", false, self.dtype)?;
+        let units = self.idx.nrows();
+        let xr = x.mapv(|v| self.dtype.round(v));
+        let mut out = Array2::<f64>::zeros((units, rows));
+        out.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(u, mut col)| {
+                for (r, o) in col.iter_mut().enumerate() {
+                    let xrow = xr.row(r);
+                    let mut acc = 0.0;
+                    for (m, &j) in self.idx.row(u).iter().enumerate() {
+                        acc += xrow[j as usize] * self.weight[(u, m)];
+                    }
+                    *o = self.dtype.round(acc + self.b[u]);
+                }
+            });
+        Ok(super::shape::unflatten_units(out.t(), &self.unit_shape))
+    }
+
+    /// Writes the model as `.npz`: `form` = `sparse`, `idx` (`U × k`, u4), `weight` (`U × k`, in
+    /// the model's dtype), `b` (`1 × s1..sk` like a dense model), `unit_shape`, `n_features`,
+    /// `dtype`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let b = super::shape::unflatten_units(self.b.view().insert_axis(Axis(0)), &self.unit_shape);
+        write_npz(
+            path,
+            &[
+                ("form", NpzMember::Text("sparse".into())),
+                ("idx", NpzMember::U32(self.idx.clone().into_dyn())),
+                ("weight", real(self.weight.clone().into_dyn(), self.dtype)),
+                ("b", real(b, self.dtype)),
+                ("unit_shape", ints(&self.unit_shape)),
+                ("n_features", NpzMember::int(self.n_features as i64)),
+                ("dtype", NpzMember::Text(self.dtype.to_string())),
+            ],
+        )
+    }
+}
+
+fn real(a: ArrayD<f64>, dtype: Dtype) -> NpzMember {
+    match dtype {
+        Dtype::F64 => NpzMember::F64(a),
+        Dtype::F32 => NpzMember::F32(a.mapv(|v| v as f32)),
+    }
+}
+
+fn ints(v: &[usize]) -> NpzMember {
+    NpzMember::I64(Array1::from_iter(v.iter().map(|&x| x as i64)).into_dyn())
+}
+
+/// A FastL2LiR model in either form, as files hold it.
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// Dense W.
+    Dense(RidgeModel),
+    /// Selected features and weights per unit.
+    Sparse(SparseModel),
+}
+
+impl Model {
+    /// Reads a model file (either form) or merges a shard directory.
+    pub fn load(path: &Path) -> Result<Model> {
+        if path.is_dir() {
+            return Ok(merge(path, false)?.model);
+        }
+        let mut z = NpzReader::open(path)?;
+        if z.contains("form") && z.text("form")? == "sparse" {
+            return Ok(Model::Sparse(load_sparse(&mut z)?));
+        }
+        drop(z);
+        Ok(Model::Dense(RidgeModel::load(path)?))
+    }
+
+    /// Predicts `(n', s1..sk)` (sparse models compute only the selected products).
+    pub fn predict(&self, x: ArrayView2<f64>, device: &Device) -> Result<ArrayD<f64>> {
+        match self {
+            Model::Dense(m) => m.predict(x, device),
+            Model::Sparse(m) => m.predict(x, device),
+        }
+    }
+
+    /// The model's precision.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Model::Dense(m) => m.dtype,
+            Model::Sparse(m) => m.dtype,
+        }
+    }
+
+    /// Writes the model (its own form) as `.npz`.
+    pub fn save(&self, path: &Path, alpha: f64, n_feat: usize) -> Result<()> {
+        match self {
+            Model::Dense(m) => m.save(path, alpha, n_feat),
+            Model::Sparse(m) => m.save(path),
+        }
+    }
+}
+
+fn member<D: ndarray::Dimension>(
+    z: &mut NpzReader,
+    name: &str,
+    budget: u64,
+) -> Result<ndarray::Array<f64, D>> {
+    let a = z.f64(name, budget)?;
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<D>().map_err(|_| {
+        io::io_err(
+            z.path(),
+            format!("member {name} has an unexpected shape {shape:?}"),
+        )
+    })
+}
+
+fn load_sparse(z: &mut NpzReader) -> Result<SparseModel> {
+    let budget = memory::default_cpu_budget();
+    let dtype: Dtype = z.text("dtype")?.parse()?;
+    let idx_f: Array2<f64> = member(z, "idx", budget)?;
+    let weight: Array2<f64> = member(z, "weight", budget)?;
+    let b: ArrayD<f64> = z.f64("b", budget)?;
+    let unit_shape: Vec<usize> = member::<Ix1>(z, "unit_shape", budget)?
+        .iter()
+        .map(|&v| v as usize)
+        .collect();
+    let n_features = z
+        .f64("n_features", budget)?
+        .iter()
+        .next()
+        .copied()
+        .unwrap_or(0.0) as usize;
+    let units: usize = unit_shape.iter().product();
+    if idx_f.dim() != weight.dim() || idx_f.nrows() != units || b.len() != units {
+        return Err(io::io_err(
+            z.path(),
+            format!(
+                "inconsistent sparse model: idx {:?}, weight {:?}, b {:?}, unit_shape {unit_shape:?}",
+                idx_f.shape(),
+                weight.shape(),
+                b.shape()
+            ),
+        ));
+    }
+    if idx_f
+        .iter()
+        .any(|&j| !(0.0..n_features as f64).contains(&j) || j.fract() != 0.0)
+    {
+        return Err(io::io_err(
+            z.path(),
+            format!("idx holds a feature index outside 0..{n_features}"),
+        ));
+    }
+    if weight.iter().chain(b.iter()).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite(
+            "sparse model weights or b contain NaN/Inf".into(),
+        ));
+    }
+    // b is stored (1, s1..sk) like a dense model's: flatten it in Fortran order
+    let b = if b.ndim() >= 2 {
+        super::shape::flatten_any(b.view()).row(0).to_owned()
+    } else {
+        Array1::from_iter(b.iter().copied())
+    };
+    Ok(SparseModel {
+        idx: idx_f.mapv(|v| v as u32),
+        weight,
+        b,
+        unit_shape,
+        n_features,
+        dtype,
+    })
+}
+
+/// One shard's share of a fit.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its flat units.
+    pub range: Range<usize>,
+    /// The whole fit's unit shape.
+    pub unit_shape: Vec<usize>,
+    /// Input features.
+    pub n_features: usize,
+    /// Precision.
+    pub dtype: Dtype,
+    /// What the inputs and options were (parts of one fit share it).
+    pub fingerprint: String,
+    /// `U_part` biases.
+    pub b: Array1<f64>,
+    /// `F × U_part` dense W, or `U_part × k` indices and weights.
+    pub weights: PartWeights,
+    /// Backend that fitted it.
+    pub device: String,
+    /// The fit's α and n_feat (kept for the record, as in a model file).
+    pub alpha: f64,
+    /// Features per unit.
+    pub n_feat: usize,
+}
+
+/// The weights of a part.
+#[derive(Debug, Clone)]
+pub enum PartWeights {
+    /// `F × U_part`.
+    Dense(Array2<f64>),
+    /// `U_part × k` indices and weights.
+    Sparse(Array2<u32>, Array2<f64>),
+}
+
+/// A fingerprint of a fit's inputs and options: CRC-32 of X's values, Y's shape and the values of
+/// its first and last (up to) 64 units, and the options that change results.
+pub fn fingerprint(
+    x: ArrayView2<f64>,
+    y: &dyn Targets,
+    p: &FitParams,
+    sparse: bool,
+) -> Result<String> {
+    let mut h = crc32fast::Hasher::new();
+    let mut put = |v: &[f64]| {
+        for x in v {
+            h.update(&x.to_le_bytes());
+        }
+    };
+    put(&x.iter().copied().collect::<Vec<_>>());
+    let units = y.units();
+    for r in [0..units.min(64), units.saturating_sub(64)..units] {
+        put(&y.read(r)?.iter().copied().collect::<Vec<_>>());
+    }
+    Ok(format!(
+        "crc {:08x}; X {:?}; Y {:?} x {}; alpha {:e}; n_feat {}; dtype {}; form {}",
+        h.finalize(),
+        x.shape(),
+        y.unit_shape(),
+        y.rows(),
+        p.alpha,
+        p.n_feat,
+        p.dtype,
+        if sparse { "sparse" } else { "dense" }
+    ))
+}
+
+/// Fits the flat units of `shard` of `y` (read chunk by chunk) against `x`, on the selection path
+/// (`0 < n_feat < F`, no per-unit options). Memory: X, G and one chunk of units, plus the part's
+/// own output (its dense W columns, or `k` indices and weights per unit).
+pub fn fit_part(
+    x: ArrayView2<f64>,
+    y: &dyn Targets,
+    params: &FitParams,
+    shard: Shard,
+    sparse: bool,
+) -> Result<Part> {
+    params.validate()?;
+    let (n, f) = x.dim();
+    if y.rows() != n {
+        return Err(Error::InvalidInput(format!(
+            "X has {n} samples (rows) but Y has {}",
+            y.rows()
+        )));
+    }
+    if params.per_unit_path() {
+        return Err(Error::InvalidInput(
+            "save_select_feat, spatial_norm and select_sample need the whole Y in memory: fit without --shard/--sparse".into(),
+        ));
+    }
+    let k = params.n_feat;
+    if k == 0 || k >= f {
+        return Err(Error::InvalidInput(format!(
+            "out-of-core, sparse and sharded fits take the selection path: 0 < n_feat < F ({f}), got {k}"
+        )));
+    }
+    if n < 2 {
+        return Err(Error::InvalidInput(format!(
+            "feature selection needs at least 2 samples for correlations, got {n}"
+        )));
+    }
+    super::check_values(x, "X", false, params.dtype)?;
+    let xr = x.mapv(|v| params.dtype.round(v));
+    let fingerprint = fingerprint(xr.view(), y, params, sparse)?;
+    let range = shard.range(y.units());
+    let report = |d: usize| {
+        if let Some(p) = &params.progress {
+            p(d, range.len())
+        }
+    };
+    let job = SelectedFit {
+        x: xr.view(),
+        y,
+        units: range.clone(),
+        k,
+        alpha: params.alpha,
+        dtype: params.dtype,
+        chunk_cap: params.chunk_size,
+        dense_w: !sparse,
+        keep_corr: false,
+        progress: &report,
+    };
+    let ran = dispatch::run(
+        &params.device,
+        params.dtype,
+        job.flops(),
+        params.max_memory,
+        "fit",
+        &job,
+    )?;
+    let o = ran.output;
+    let round = |a: Array2<f64>| a.mapv(|v| params.dtype.round(v));
+    let weights = match (o.w, o.values) {
+        (Some(w), _) => PartWeights::Dense(round(w)),
+        (None, Some(v)) => PartWeights::Sparse(o.selected, round(v)),
+        (None, None) => unreachable!("the job keeps one form"),
+    };
+    Ok(Part {
+        range,
+        unit_shape: y.unit_shape().to_vec(),
+        n_features: f,
+        dtype: params.dtype,
+        fingerprint,
+        b: o.b.mapv(|v| params.dtype.round(v)),
+        weights,
+        device: ran.device,
+        alpha: params.alpha,
+        n_feat: k,
+    })
+}
+
+impl Part {
+    /// The model of a one-part (whole) fit.
+    pub fn into_model(self) -> Result<Model> {
+        let units: usize = self.unit_shape.iter().product();
+        if self.range != (0..units) {
+            return Err(Error::InvalidInput(format!(
+                "a part of units {:?} of {units} is not a whole model: merge the shard directory",
+                self.range
+            )));
+        }
+        Ok(match self.weights {
+            PartWeights::Dense(w) => Model::Dense(RidgeModel::from_flat(
+                w.view(),
+                self.b.view(),
+                None,
+                &self.unit_shape,
+                self.dtype,
+                None,
+            )?),
+            PartWeights::Sparse(idx, weight) => Model::Sparse(SparseModel {
+                idx,
+                weight,
+                b: self.b,
+                unit_shape: self.unit_shape,
+                n_features: self.n_features,
+                dtype: self.dtype,
+            }),
+        })
+    }
+
+    /// Writes the part (atomically: an interrupted shard never leaves a part that looks
+    /// complete).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut m = vec![
+            ("range", ints(&[self.range.start, self.range.end])),
+            ("unit_shape", ints(&self.unit_shape)),
+            ("n_features", NpzMember::int(self.n_features as i64)),
+            ("dtype", NpzMember::Text(self.dtype.to_string())),
+            ("fingerprint", NpzMember::Text(self.fingerprint.clone())),
+            ("b", real(self.b.clone().into_dyn(), self.dtype)),
+            ("alpha", NpzMember::scalar(self.alpha)),
+            ("n_feat", NpzMember::int(self.n_feat as i64)),
+        ];
+        match &self.weights {
+            PartWeights::Dense(w) => {
+                m.push(("form", NpzMember::Text("dense".into())));
+                m.push(("W", real(w.clone().into_dyn(), self.dtype)));
+            }
+            PartWeights::Sparse(i, w) => {
+                m.push(("form", NpzMember::Text("sparse".into())));
+                m.push(("idx", NpzMember::U32(i.clone().into_dyn())));
+                m.push(("weight", real(w.clone().into_dyn(), self.dtype)));
+            }
+        }
+        write_npz(path, &m)
+    }
+
+    /// Reads a part's fingerprint and range only (to check a re-run or a merge cheaply).
+    pub fn peek(path: &Path) -> Result<(String, Range<usize>)> {
+        let mut z = NpzReader::open(path)?;
+        let fp = z.text("fingerprint")?;
+        let r = z.f64("range", 1 << 10)?;
+        let r: Vec<usize> = r.iter().map(|&v| v as usize).collect();
+        if r.len() != 2 || r[0] > r[1] {
+            return Err(io::io_err(path, "member range is not [start, end)"));
+        }
+        Ok((fp, r[0]..r[1]))
+    }
+
+    /// Reads a part.
+    pub fn load(path: &Path) -> Result<Part> {
+        let budget = memory::default_cpu_budget();
+        let (fingerprint, range) = Part::peek(path)?;
+        let mut z = NpzReader::open(path)?;
+        let dtype: Dtype = z.text("dtype")?.parse()?;
+        let unit_shape: Vec<usize> = member::<Ix1>(&mut z, "unit_shape", budget)?
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
+        let n_features = z
+            .f64("n_features", 1 << 10)?
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(0.0) as usize;
+        let b: Array1<f64> = member(&mut z, "b", budget)?;
+        let weights = match z.text("form")?.as_str() {
+            "dense" => PartWeights::Dense(member(&mut z, "W", budget)?),
+            "sparse" => {
+                let i: Array2<f64> = member(&mut z, "idx", budget)?;
+                PartWeights::Sparse(i.mapv(|v| v as u32), member(&mut z, "weight", budget)?)
+            }
+            other => return Err(io::io_err(path, format!("unknown part form '{other}'"))),
+        };
+        let alpha = z
+            .f64("alpha", 1 << 10)?
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(f64::NAN);
+        let n_feat = z
+            .f64("n_feat", 1 << 10)?
+            .iter()
+            .next()
+            .copied()
+            .unwrap_or(0.0) as usize;
+        Ok(Part {
+            range,
+            unit_shape,
+            n_features,
+            dtype,
+            fingerprint,
+            b,
+            weights,
+            device: String::new(),
+            alpha,
+            n_feat,
+        })
+    }
+}
+
+/// The part files of `dir` with their shard numbers, sorted.
+fn list_parts(dir: &Path) -> Result<Vec<(Shard, PathBuf)>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| io::io_err(dir, e))?;
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| io::io_err(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".npz"))
+        else {
+            continue;
+        };
+        let parsed = rest
+            .split_once("-of-")
+            .and_then(|(i, n)| Shard::new(i.parse().ok()?, n.parse().ok()?).ok());
+        match parsed {
+            Some(s) => v.push((s, e.path())),
+            None => {
+                return Err(io::io_err(
+                    &e.path(),
+                    "is not a part file name (part-IIIII-of-NNNNN.npz)",
+                ))
+            }
+        }
+    }
+    v.sort_by_key(|(s, _)| s.index);
+    Ok(v)
+}
+
+/// A merged shard directory: the model and the fit's α and n_feat.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    /// The model.
+    pub model: Model,
+    /// The fit's α.
+    pub alpha: f64,
+    /// The fit's n_feat.
+    pub n_feat: usize,
+}
+
+/// Assembles the model of a shard directory: every part present, all from the same inputs and
+/// options (fingerprint), covering the units exactly once. `dense` converts a sparse fit to a
+/// dense W. Errors name the missing or foreign part; nothing is written.
+pub fn merge(dir: &Path, dense: bool) -> Result<Merged> {
+    let parts = list_parts(dir)?;
+    let Some((first, _)) = parts.first() else {
+        return Err(io::io_err(
+            dir,
+            "holds no part files (part-IIIII-of-NNNNN.npz)",
+        ));
+    };
+    let count = first.count;
+    if let Some((s, p)) = parts.iter().find(|(s, _)| s.count != count) {
+        return Err(io::io_err(
+            p,
+            format!(
+                "is shard {}/{} but other parts are of {count}: a foreign part",
+                s.index, s.count
+            ),
+        ));
+    }
+    let have: Vec<usize> = parts.iter().map(|(s, _)| s.index).collect();
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !have.contains(i))
+        .map(|i| {
+            Shard { index: i, count }
+                .part_path(dir)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(io::io_err(
+            dir,
+            format!(
+                "is missing {} of {count} parts: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+        ));
+    }
+    let loaded: Vec<Part> = parts
+        .iter()
+        .map(|(_, p)| Part::load(p))
+        .collect::<Result<_>>()?;
+    let p0 = &loaded[0];
+    for ((s, path), part) in parts.iter().zip(&loaded) {
+        if part.fingerprint != p0.fingerprint {
+            return Err(io::io_err(
+                path,
+                format!(
+                    "comes from other inputs or options than part 0 (fingerprint '{}' vs '{}'): a foreign part",
+                    part.fingerprint, p0.fingerprint
+                ),
+            ));
+        }
+        let units: usize = part.unit_shape.iter().product();
+        if part.range != s.range(units) {
+            return Err(io::io_err(
+                path,
+                format!(
+                    "covers units {:?}, expected {:?}",
+                    part.range,
+                    s.range(units)
+                ),
+            ));
+        }
+    }
+    let units: usize = p0.unit_shape.iter().product();
+    let b = ndarray::concatenate(
+        Axis(0),
+        &loaded.iter().map(|p| p.b.view()).collect::<Vec<_>>(),
+    )
+    .map_err(|e| Error::InvalidInput(format!("merging b: {e}")))?;
+    let sparse = match &p0.weights {
+        PartWeights::Sparse(..) => true,
+        PartWeights::Dense(_) => false,
+    };
+    if sparse {
+        let mut idx = Vec::new();
+        let mut wts = Vec::new();
+        for p in &loaded {
+            match &p.weights {
+                PartWeights::Sparse(i, w) => {
+                    idx.push(i.view());
+                    wts.push(w.view());
+                }
+                PartWeights::Dense(_) => unreachable!("same fingerprint, same form"),
+            }
+        }
+        let cat = |v: &[ArrayView2<f64>]| ndarray::concatenate(Axis(0), v);
+        let m = SparseModel {
+            idx: ndarray::concatenate(Axis(0), &idx)
+                .map_err(|e| Error::InvalidInput(e.to_string()))?,
+            weight: cat(&wts).map_err(|e| Error::InvalidInput(e.to_string()))?,
+            b,
+            unit_shape: p0.unit_shape.clone(),
+            n_features: p0.n_features,
+            dtype: p0.dtype,
+        };
+        debug_assert_eq!(m.idx.nrows(), units);
+        let model = if dense {
+            Model::Dense(m.to_dense()?)
+        } else {
+            Model::Sparse(m)
+        };
+        return Ok(Merged {
+            model,
+            alpha: p0.alpha,
+            n_feat: p0.n_feat,
+        });
+    }
+    let mut w = Array2::<f64>::zeros((p0.n_features, units));
+    for p in &loaded {
+        if let PartWeights::Dense(pw) = &p.weights {
+            w.slice_mut(s![.., p.range.clone()]).assign(pw);
+        }
+    }
+    let model = RidgeModel::from_flat(w.view(), b.view(), None, &p0.unit_shape, p0.dtype, None)?;
+    Ok(Merged {
+        model: Model::Dense(model),
+        alpha: p0.alpha,
+        n_feat: p0.n_feat,
+    })
+}
+
+/// Checks that a complete part for this fit already exists at `path` (a re-run skips it).
+pub fn part_is_complete(path: &Path, fingerprint: &str) -> bool {
+    matches!(Part::peek(path), Ok((fp, _)) if fp == fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_unit_once_in_balanced_ranges() {
+        for units in [0usize, 1, 7, 100, 1001] {
+            for count in [1usize, 2, 3, 8] {
+                let mut next = 0;
+                for index in 0..count {
+                    let r = Shard { index, count }.range(units);
+                    assert_eq!(r.start, next);
+                    assert!(r.len() <= units / count + 1);
+                    next = r.end;
+                }
+                assert_eq!(next, units);
+            }
+        }
+    }
+
+    #[test]
+    fn parses_i_of_n() {
+        assert_eq!(
+            "2/5".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 5 }
+        );
+        assert!("5/5".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+    }
+}
