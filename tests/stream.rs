@@ -128,6 +128,38 @@ fn streamed_fit_equals_in_memory(dev: Device) {
     assert_close("sparse predict", &ps, &pd, 1e-12);
 }
 
+/// A dense W streamed into the model file chunk by chunk equals the in-memory fit bit for bit,
+/// and dense parts streamed into part files merge to it.
+fn dense_w_streamed_to_file_equals_in_memory(dev: Device) {
+    let d = tmpdir(&format!("dense-{}", dev.to_string().replace(':', "_")));
+    let (x, y) = data(60, 45, 6);
+    let t = NpyTargets::open(&write(&d, "y.npy", &y)).unwrap();
+    for dtype in [Dtype::F64, Dtype::F32] {
+        let mut p = params(&dev, dtype);
+        let mem = fit(x.view(), y.view(), &p).unwrap();
+        p.chunk_size = 9;
+        let path = d.join(format!("model-{dtype}.npz"));
+        stream::fit_dense_to_file(x.view(), &t, &p, Shard::ALL, &path, false).unwrap();
+        let Model::Dense(m) = Model::load(&path).unwrap() else {
+            panic!("dense")
+        };
+        assert_eq!(m.w.shape(), mem.model.w.shape());
+        assert_eq!(bits(&m.w), bits(&mem.model.w), "{dtype} W");
+        assert_eq!(bits(&m.b), bits(&mem.model.b), "{dtype} b");
+        let dir = d.join(format!("parts-{dtype}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..3 {
+            let s = Shard::new(i, 3).unwrap();
+            stream::fit_dense_to_file(x.view(), &t, &p, s, &s.part_path(&dir), true).unwrap();
+        }
+        let Model::Dense(merged) = stream::merge(&dir, false).unwrap().model else {
+            panic!("dense")
+        };
+        assert_eq!(bits(&merged.w), bits(&mem.model.w), "{dtype} merged W");
+        assert_eq!(bits(&merged.b), bits(&mem.model.b), "{dtype} merged b");
+    }
+}
+
 /// Shards merged give the one-process model bit for bit (dense and sparse, f64 and f32).
 fn shards_merge_to_the_one_process_fit(dev: Device) {
     let d = tmpdir(&format!("shards-{}", dev.to_string().replace(':', "_")));
@@ -307,48 +339,34 @@ fn peak_memory_follows_the_budget_not_y() {
     let out = d.join("m.npz");
     let sub = y.slice(ndarray::s![.., ..500]).mapv(f64::from).into_dyn();
     drop(y);
-    let mut child = bin()
-        .args([
-            "ridge", "fit", "--quiet", "--device", "cpu", "--n-feat", "10", "--sparse",
-        ])
-        .args(["--dtype", "f32", "--max-memory", "16MB"])
-        .args([
+    let y_f64 = (n * u * 8) as u64;
+    let dense_out = d.join("dense.npz");
+    for (form, out) in [("--sparse", &out), ("--chunk-size=0", &dense_out)] {
+        let rss = fit_rss(&[
+            "ridge",
+            "fit",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--n-feat",
+            "10",
+            form,
+            "--dtype",
+            "f32",
+            "--max-memory",
+            "16MB",
             "--x",
             xp.to_str().unwrap(),
             "--y",
             yp.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-        ])
-        .spawn()
-        .unwrap();
-    // the child's high-water RSS (VmHWM), polled until it exits (getrusage would count the
-    // parent's pages the child shared before exec)
-    let status = format!("/proc/{}/status", child.id());
-    let mut rss = 0u64;
-    let ok = loop {
-        if let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kb) = text
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                rss = rss.max(kb * 1024);
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.success();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
-    assert!(ok, "the fit failed");
-    assert!(rss > 0, "no RSS reading");
-    let y_f64 = (n * u * 8) as u64;
-    assert!(
-        rss < y_f64 / 2,
-        "peak RSS {rss} bytes for a Y of {y_f64} bytes as f64 under a 16 MB budget"
-    );
+        ]);
+        assert!(
+            rss < y_f64 / 2,
+            "{form}: peak RSS {rss} bytes for a Y of {y_f64} bytes as f64 under a 16 MB budget"
+        );
+    }
     // the first 500 units equal an in-memory fit of those units
     let Model::Sparse(m) = Model::load(&out).unwrap() else {
         panic!("sparse")
@@ -374,6 +392,34 @@ fn peak_memory_follows_the_budget_not_y() {
     assert_eq!(m.n_features, f);
 }
 
+/// Runs `neurofit args` and returns its high-water RSS (VmHWM), polled until it exits
+/// (getrusage would count the parent's pages the child shared before exec).
+#[cfg(target_os = "linux")]
+fn fit_rss(args: &[&str]) -> u64 {
+    let mut child = bin().args(args).spawn().unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut rss = 0u64;
+    let ok = loop {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            if let Some(kb) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                rss = rss.max(kb * 1024);
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.success();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(ok, "neurofit {args:?} failed");
+    assert!(rss > 0, "no RSS reading");
+    rss
+}
+
 fn main() {
     let mut suite = Suite::new();
     suite.test("npy_targets_read_like_memory", npy_targets_read_like_memory);
@@ -386,6 +432,11 @@ fn main() {
         "shards_merge_to_the_one_process_fit",
         true,
         shards_merge_to_the_one_process_fit,
+    );
+    suite.each_backend(
+        "dense_w_streamed_to_file_equals_in_memory",
+        true,
+        dense_w_streamed_to_file_equals_in_memory,
     );
     suite.test(
         "merge_refuses_missing_and_foreign_parts",

@@ -414,12 +414,18 @@ impl Element for bool {
 
 /// The header bytes (version 1.0, padded to 64 bytes as numpy does) for `descr` and `shape`.
 pub fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
+    header_bytes_ordered(descr, shape, false)
+}
+
+/// The header bytes of a C-order (`fortran = false`) or Fortran-order array.
+pub fn header_bytes_ordered(descr: &str, shape: &[usize], fortran: bool) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let tuple = match dims.len() {
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    let order = if fortran { "True" } else { "False" };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {tuple}, }}");
     let total = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(total.div_ceil(64) * 64 - total));
     dict.push('\n');

@@ -169,19 +169,73 @@ impl NpzMember {
     }
 }
 
+/// An `.npz` archive being written member by member (stored, ZIP64 for members over 4 GiB);
+/// [`NpzWriter::stream`] writes one large member in pieces as they are computed.
+pub struct NpzWriter<'a, W: Write + std::io::Seek> {
+    zip: zip::ZipWriter<W>,
+    path: &'a Path,
+}
+
+fn stored(bytes: u64) -> zip::write::SimpleFileOptions {
+    zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(bytes >= u32::MAX as u64 - (1 << 20))
+}
+
+impl<'a, W: Write + std::io::Seek> NpzWriter<'a, W> {
+    /// Starts an archive on `w` (errors name `path`).
+    pub fn new(w: W, path: &'a Path) -> Self {
+        NpzWriter {
+            zip: zip::ZipWriter::new(w),
+            path,
+        }
+    }
+
+    /// Adds whole members.
+    pub fn add(&mut self, members: &[(&str, NpzMember)]) -> Result<()> {
+        for (name, m) in members {
+            self.zip
+                .start_file(format!("{name}.npy"), stored(m.encoded_len()))
+                .map_err(|e| zip_err(self.path, e))?;
+            m.write(&mut self.zip).map_err(|e| io_err(self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts member `name` with a `.npy` header for `shape` (Fortran order when `fortran`) of
+    /// `elem_bytes`-byte `descr` elements, and returns a writer for its data.
+    pub fn stream(
+        &mut self,
+        name: &str,
+        descr: &str,
+        elem_bytes: usize,
+        shape: &[usize],
+        fortran: bool,
+    ) -> Result<&mut zip::ZipWriter<W>> {
+        let header = npy::header_bytes_ordered(descr, shape, fortran);
+        let n: usize = shape.iter().product();
+        let total = header.len() as u64 + (n * elem_bytes) as u64;
+        self.zip
+            .start_file(format!("{name}.npy"), stored(total))
+            .map_err(|e| zip_err(self.path, e))?;
+        self.zip
+            .write_all(&header)
+            .map_err(|e| io_err(self.path, e))?;
+        Ok(&mut self.zip)
+    }
+
+    /// Finishes the archive.
+    pub fn finish(self) -> Result<()> {
+        self.zip.finish().map_err(|e| zip_err(self.path, e))?;
+        Ok(())
+    }
+}
+
 /// Writes an `.npz` archive (stored, ZIP64 for members over 4 GiB) atomically.
 pub fn write_npz(path: &Path, members: &[(&str, NpzMember)]) -> Result<()> {
     write_atomic(path, |w| {
-        let mut z = zip::ZipWriter::new(w);
-        for (name, m) in members {
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored)
-                .large_file(m.encoded_len() >= u32::MAX as u64 - (1 << 20));
-            z.start_file(format!("{name}.npy"), opts)
-                .map_err(|e| zip_err(path, e))?;
-            m.write(&mut z).map_err(|e| io_err(path, e))?;
-        }
-        z.finish().map_err(|e| zip_err(path, e))?;
-        Ok(())
+        let mut z = NpzWriter::new(w, path);
+        z.add(members)?;
+        z.finish()
     })
 }

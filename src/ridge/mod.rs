@@ -16,7 +16,7 @@ pub mod targets;
 
 pub use model::RidgeModel;
 pub use params::{FitParams, Progress, SelectSample, SpatialNorm};
-pub use paths::{plan_dense, plan_selected, SelectedShape};
+pub use paths::{plan_dense, plan_selected, ChunkFn, SelectedShape};
 
 use crate::device::memory;
 use crate::dispatch;
@@ -236,8 +236,10 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             dtype,
             chunk_cap: params.chunk_size,
             dense_w: true,
+            keep_values: false,
             keep_corr: true,
             progress: &report,
+            on_chunk: None,
         };
         let (o, device) = run_job(params, job.flops(), &job, &mut warnings)?;
         let w = o.w.expect("dense form");

@@ -66,8 +66,12 @@ pub struct SelectedShape {
     pub k: usize,
     /// Bytes of Y held in memory for the whole fit (0 when Y is read from a file by chunks).
     pub resident_y: u64,
-    /// The model is a dense `F × U` W (else sparse: `U × k` indices and weights).
+    /// The model is a dense `F × U` W held in memory.
     pub dense_w: bool,
+    /// The sparse weights (`U × k`) are held in memory.
+    pub keep_values: bool,
+    /// Each chunk's dense W columns are built and handed on (streamed to a file).
+    pub stream_dense: bool,
     /// |r| (`F × U`) is kept for the caller.
     pub keep_corr: bool,
 }
@@ -83,6 +87,8 @@ impl SelectedShape {
             k,
             resident_y: bytes(n * units),
             dense_w: true,
+            keep_values: false,
+            stream_dense: false,
             keep_corr: true,
         }
     }
@@ -116,13 +122,11 @@ pub fn plan_selected<B: Backend>(be: &B, sh: &SelectedShape, dtype: Dtype) -> Re
         },
         dtype,
     );
-    // the chunk of Y as read from the source
-    per.per_item += bytes(n);
-    let outputs = if sh.dense_w {
-        bytes(f * units)
-    } else {
-        bytes(units * k)
-    } + if sh.keep_corr { bytes(f * units) } else { 0 }
+    // the chunk of Y as read from the source, and its dense W columns when streamed
+    per.per_item += bytes(n) + if sh.stream_dense { bytes(f) } else { 0 };
+    let outputs = if sh.dense_w { bytes(f * units) } else { 0 }
+        + if sh.keep_values { bytes(units * k) } else { 0 }
+        + if sh.keep_corr { bytes(f * units) } else { 0 }
         + bytes(units)
         + (units * k) as u64 * 4;
     let host = bytes(n * f) + sh.resident_y + outputs;
@@ -230,13 +234,21 @@ pub struct SelectedFit<'a> {
     pub dtype: Dtype,
     /// Upper bound on units per chunk (0 = none).
     pub chunk_cap: usize,
-    /// Keep a dense W (else sparse weights).
+    /// Keep a dense W.
     pub dense_w: bool,
+    /// Keep the sparse weights (`U × k`).
+    pub keep_values: bool,
     /// Keep |r| (`F × U`).
     pub keep_corr: bool,
     /// Called with the number of units finished.
     pub progress: &'a (dyn Fn(usize) + Sync),
+    /// Called with each chunk's results as it finishes (e.g. to stream W to a file).
+    pub on_chunk: Option<&'a ChunkFn<'a>>,
 }
+
+/// A consumer of each chunk's results: its flat units, their selected features (`units × k`,
+/// best first) and their solutions (`units × (k+1)` row-major, the bias last).
+pub type ChunkFn<'a> = dyn Fn(Range<usize>, ArrayView2<u32>, &[f64]) -> Result<()> + Sync + 'a;
 
 impl SelectedFit<'_> {
     /// Floating-point operations (for `auto`).
@@ -255,6 +267,8 @@ impl SelectedFit<'_> {
             k: self.k,
             resident_y: self.y.resident_bytes(),
             dense_w: self.dense_w,
+            keep_values: self.keep_values,
+            stream_dense: self.on_chunk.is_some(),
             keep_corr: self.keep_corr,
         }
     }
@@ -312,7 +326,7 @@ impl Job for SelectedFit<'_> {
         let g = be.gram(&x1)?;
         times[0] += t.elapsed();
         let mut w = self.dense_w.then(|| Array2::<f64>::zeros((f, units)));
-        let mut values = (!self.dense_w).then(|| Array2::<f64>::zeros((units, k)));
+        let mut values = self.keep_values.then(|| Array2::<f64>::zeros((units, k)));
         let mut corr_abs = self.keep_corr.then(|| Array2::<f64>::zeros((f, units)));
         let mut b = Array1::<f64>::zeros(units);
         let mut selected = Array2::<u32>::zeros((units, k));
@@ -358,6 +372,9 @@ impl Job for SelectedFit<'_> {
                 b[u] = th[k];
             }
             selected.slice_mut(s![local.clone(), ..]).assign(&sel);
+            if let Some(f) = self.on_chunk {
+                f(range.clone(), sel.view(), &solved.theta)?;
+            }
             times[4] += t.elapsed();
             (self.progress)(local.end);
         }

@@ -392,16 +392,12 @@ pub fn fingerprint(
     ))
 }
 
-/// Fits the flat units of `shard` of `y` (read chunk by chunk) against `x`, on the selection path
-/// (`0 < n_feat < F`, no per-unit options). Memory: X, G and one chunk of units, plus the part's
-/// own output (its dense W columns, or `k` indices and weights per unit).
-pub fn fit_part(
+/// Checks a streamed fit's inputs and options; returns X rounded to the fit's precision and k.
+fn prepare(
     x: ArrayView2<f64>,
     y: &dyn Targets,
     params: &FitParams,
-    shard: Shard,
-    sparse: bool,
-) -> Result<Part> {
+) -> Result<(Array2<f64>, usize)> {
     params.validate()?;
     let (n, f) = x.dim();
     if y.rows() != n {
@@ -428,6 +424,21 @@ pub fn fit_part(
     }
     super::check_values(x, "X", false, params.dtype)?;
     let xr = x.mapv(|v| params.dtype.round(v));
+    Ok((xr, k))
+}
+
+/// Fits the flat units of `shard` of `y` (read chunk by chunk) against `x`, on the selection path
+/// (`0 < n_feat < F`, no per-unit options). Memory: X, G and one chunk of units, plus the part's
+/// own output (its dense W columns, or `k` indices and weights per unit).
+pub fn fit_part(
+    x: ArrayView2<f64>,
+    y: &dyn Targets,
+    params: &FitParams,
+    shard: Shard,
+    sparse: bool,
+) -> Result<Part> {
+    let (xr, k) = prepare(x, y, params)?;
+    let f = xr.ncols();
     let fingerprint = fingerprint(xr.view(), y, params, sparse)?;
     let range = shard.range(y.units());
     let report = |d: usize| {
@@ -444,8 +455,10 @@ pub fn fit_part(
         dtype: params.dtype,
         chunk_cap: params.chunk_size,
         dense_w: !sparse,
+        keep_values: sparse,
         keep_corr: false,
         progress: &report,
+        on_chunk: None,
     };
     let ran = dispatch::run(
         &params.device,
@@ -474,6 +487,109 @@ pub fn fit_part(
         alpha: params.alpha,
         n_feat: k,
     })
+}
+
+/// Fits the units of `shard` on the selection path with a dense W that is never held whole: each
+/// chunk's W columns are written as they finish into member `W` (Fortran order, so that flat units
+/// are contiguous) of the `.npz` at `path`, atomically. With `as_part` the file is a shard part
+/// (see the module docs), else a model file as [`RidgeModel::save`] writes it (`W` shaped
+/// `(F, s1..sk)`, `b` `(1, s1..sk)`). Returns the backend that ran it.
+pub fn fit_dense_to_file(
+    x: ArrayView2<f64>,
+    y: &dyn Targets,
+    params: &FitParams,
+    shard: Shard,
+    path: &Path,
+    as_part: bool,
+) -> Result<String> {
+    let (xr, k) = prepare(x, y, params)?;
+    let fp = fingerprint(xr.view(), y, params, false)?;
+    let f = xr.ncols();
+    let unit_shape = y.unit_shape().to_vec();
+    let range = shard.range(y.units());
+    let dtype = params.dtype;
+    let (descr, es) = match dtype {
+        Dtype::F64 => ("<f8", 8usize),
+        Dtype::F32 => ("<f4", 4usize),
+    };
+    let report = |d: usize| {
+        if let Some(p) = &params.progress {
+            p(d, range.len())
+        }
+    };
+    let mut device = String::new();
+    io::write_atomic(path, |w| {
+        let mut z = io::npz::NpzWriter::new(w, path);
+        let meta = [
+            ("dtype", NpzMember::Text(dtype.to_string())),
+            ("alpha", NpzMember::scalar(params.alpha)),
+            ("n_feat", NpzMember::int(k as i64)),
+        ];
+        z.add(&meta)?;
+        let w_shape: Vec<usize> = if as_part {
+            z.add(&[
+                ("form", NpzMember::Text("dense".into())),
+                ("range", ints(&[range.start, range.end])),
+                ("unit_shape", ints(&unit_shape)),
+                ("n_features", NpzMember::int(f as i64)),
+                ("fingerprint", NpzMember::Text(fp.clone())),
+            ])?;
+            vec![f, range.len()]
+        } else {
+            std::iter::once(f)
+                .chain(unit_shape.iter().copied())
+                .collect()
+        };
+        let out = std::sync::Mutex::new(z.stream("W", descr, es, &w_shape, true)?);
+        let on_chunk = |r: Range<usize>, sel: ArrayView2<u32>, theta: &[f64]| -> Result<()> {
+            let m = sel.ncols() + 1;
+            let mut buf = vec![0u8; r.len() * f * es];
+            for i in 0..r.len() {
+                for (c, &j) in sel.row(i).iter().enumerate() {
+                    let v = dtype.round(theta[i * m + c]);
+                    let at = (i * f + j as usize) * es;
+                    match dtype {
+                        Dtype::F64 => buf[at..at + 8].copy_from_slice(&v.to_le_bytes()),
+                        Dtype::F32 => buf[at..at + 4].copy_from_slice(&(v as f32).to_le_bytes()),
+                    }
+                }
+            }
+            let mut z = out.lock().unwrap_or_else(|p| p.into_inner());
+            std::io::Write::write_all(&mut *z, &buf).map_err(|e| io::io_err(path, e))
+        };
+        let job = SelectedFit {
+            x: xr.view(),
+            y,
+            units: range.clone(),
+            k,
+            alpha: params.alpha,
+            dtype,
+            chunk_cap: params.chunk_size,
+            dense_w: false,
+            keep_values: false,
+            keep_corr: false,
+            progress: &report,
+            on_chunk: Some(&on_chunk),
+        };
+        let ran = dispatch::run(
+            &params.device,
+            dtype,
+            job.flops(),
+            params.max_memory,
+            "fit",
+            &job,
+        )?;
+        device = ran.device;
+        let b = ran.output.b.mapv(|v| dtype.round(v));
+        let b = if as_part {
+            b.into_dyn()
+        } else {
+            super::shape::unflatten_units(b.view().insert_axis(Axis(0)), &unit_shape)
+        };
+        z.add(&[("b", real(b, dtype))])?;
+        z.finish()
+    })?;
+    Ok(device)
 }
 
 impl Part {

@@ -10,7 +10,7 @@ use ndarray::Ix2;
 use neurofit::device::memory;
 use neurofit::io;
 use neurofit::ridge::stream::{self, Model, Shard};
-use neurofit::ridge::targets::NpyTargets;
+use neurofit::ridge::targets::{NpyTargets, Targets};
 use neurofit::ridge::{self, FitParams};
 use neurofit::{Device, Dtype, Error, Result};
 use std::io::IsTerminal;
@@ -330,17 +330,24 @@ fn fit_streamed(
         }
         None => a.out.clone(),
     };
-    let part = stream::fit_part(x.view(), y, params, shard.unwrap_or(Shard::ALL), a.sparse)?;
+    let whole = shard.unwrap_or(Shard::ALL);
+    let units = whole.range(y.units()).len();
+    let device = if a.sparse {
+        let part = stream::fit_part(x.view(), y, params, whole, true)?;
+        let device = part.device.clone();
+        match shard {
+            Some(_) => part.save(&target)?,
+            None => part
+                .into_model()?
+                .save(&target, params.alpha, params.n_feat)?,
+        }
+        device
+    } else {
+        // W is written to the file chunk by chunk, never held whole
+        stream::fit_dense_to_file(x.view(), y, params, whole, &target, shard.is_some())?
+    };
     if let Some(pb) = pb {
         pb.finish_and_clear();
-    }
-    let device = part.device.clone();
-    let units = part.range.len();
-    match shard {
-        Some(_) => part.save(&target)?,
-        None => part
-            .into_model()?
-            .save(&target, params.alpha, params.n_feat)?,
     }
     if !quiet {
         eprintln!(
