@@ -15,7 +15,7 @@ use crate::device::planner::{Limits, Stage};
 use crate::error::Result;
 use crate::linalg;
 use crate::Dtype;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView1, ArrayView2};
 
 /// Value a correlation takes when it is undefined (a unit with zero variance): it ranks last.
 pub const UNDEFINED_CORR: f64 = f64::NAN;
@@ -84,6 +84,17 @@ pub enum Op {
         /// Columns of A.
         p: usize,
     },
+    /// Sparse predictions for `units` units of `k` features on `rows` samples of `f` features.
+    SparsePredict {
+        /// Units in all.
+        units: usize,
+        /// Samples.
+        rows: usize,
+        /// Features of the model.
+        f: usize,
+        /// Selected features per unit.
+        k: usize,
+    },
     /// The shrinkage scorer: `levels` levels of an `n × n` covariance with `m` held-out points.
     ShrinkageNll {
         /// Levels in all.
@@ -149,6 +160,18 @@ pub trait Backend: Sync {
         idx: ArrayView2<u32>,
         alpha: f64,
     ) -> Result<Solved>;
+
+    /// Predictions of a sparse model: `out[r, u] = b[u] + Σ_m x[r, idx[u, m]] · w[u, m]` for
+    /// `x` (`n' × F`), `idx` and `w` (`U × k`), `b` (`U`); `n' × U`. Only the selected products
+    /// are computed.
+    fn sparse_predict(
+        &self,
+        x: ArrayView2<f64>,
+        idx: ArrayView2<u32>,
+        w: ArrayView2<f64>,
+        b: ArrayView1<f64>,
+        dtype: Dtype,
+    ) -> Result<Array2<f64>>;
 
     /// Held-out Gaussian NLL of every shrinkage level (GSN spec §5): for level λ the matrix is
     /// `cov` with its off-diagonal scaled by λ; NaN where its Cholesky meets a non-positive pivot

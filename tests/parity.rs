@@ -90,6 +90,7 @@ enum Prim {
     Correlations,
     Solves { k: usize, alpha: f64 },
     Nll,
+    SparsePredict { k: usize },
 }
 
 struct PrimJob<'a> {
@@ -152,6 +153,18 @@ impl Job for PrimJob<'_> {
                     solved.failed
                 );
                 Ok(solved.theta)
+            }
+            Prim::SparsePredict { k } => {
+                // units = y's columns, k features each (distinct), weights from y
+                let q = self.y.ncols();
+                let idx = Array2::from_shape_fn((q, k), |(u, m)| ((u * 5 + m * 7) % f) as u32);
+                let w = Array2::from_shape_fn((q, k), |(u, m)| self.y[(m % n, u)]);
+                let b = ndarray::Array1::from_shape_fn(q, |u| u as f64 * 0.25 - 1.0);
+                Ok(be
+                    .sparse_predict(self.x.view(), idx.view(), w.view(), b.view(), self.dtype)?
+                    .iter()
+                    .copied()
+                    .collect())
             }
             Prim::Nll => {
                 // the covariance of X's columns, scored on q of its rows
@@ -446,7 +459,7 @@ fn auto_falls_back_to_the_cpu_on_a_gpu_error_but_explicit_gpu_fails(dev: Device)
 
 fn main() {
     let mut suite = Suite::new();
-    let prims: [(&str, Prim, (usize, usize, usize)); 7] = [
+    let prims: [(&str, Prim, (usize, usize, usize)); 8] = [
         // n > gemm_rows: the reduction runs in several accumulating passes
         (
             "gemm_tn::main (gram, several passes)",
@@ -479,6 +492,11 @@ fn main() {
             (300, 50, 23),
         ),
         ("nll (N = 1)", Prim::Nll, (40, 1, 9)),
+        (
+            "sparse_predict::main",
+            Prim::SparsePredict { k: 13 },
+            (70, 90, 300),
+        ),
     ];
     for (name, prim, (n, f, q)) in prims {
         suite.gpu(&format!("entry_point::{name}"), true, move |d| {
@@ -487,6 +505,9 @@ fn main() {
     }
     suite.gpu("entry_point::f32::gemm_tn (gram)", false, |d| {
         primitive_parity(d, Prim::Gram, 300, 60, 1, Dtype::F32)
+    });
+    suite.gpu("entry_point::f32::sparse_predict", false, |d| {
+        primitive_parity(d, Prim::SparsePredict { k: 9 }, 50, 40, 77, Dtype::F32)
     });
     suite.gpu("entry_point::f32::corr", false, |d| {
         primitive_parity(d, Prim::Correlations, 200, 60, 9, Dtype::F32)

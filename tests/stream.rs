@@ -124,7 +124,7 @@ fn streamed_fit_equals_in_memory(dev: Device) {
     // predictions agree (the sparse one sums only the selected products)
     let xt = x.slice(ndarray::s![..10, ..]).to_owned();
     let pd = mem.model.predict(xt.view(), &Device::Cpu).unwrap();
-    let ps = sparse.predict(xt.view(), &Device::Cpu).unwrap();
+    let ps = sparse.predict(xt.view(), &dev).unwrap();
     assert_close("sparse predict", &ps, &pd, 1e-12);
 }
 

@@ -13,7 +13,7 @@ use crate::linalg::{self, cholesky_scratch, cholesky_solve_in_place};
 use crate::Dtype;
 use faer::dyn_stack::MemStack;
 use faer::{Mat, Par};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// The CPU backend with a memory budget in bytes.
@@ -172,6 +172,14 @@ impl Backend for CpuBackend {
                 per_item: b(rows + p),
                 per_item_binding: 0,
             },
+            Op::SparsePredict { units, rows, k, .. } => Stage {
+                name: "sparse predict (cpu)",
+                items: units as u64,
+                fixed: 0,
+                fixed_binding: 0,
+                per_item: b(2 * rows + k),
+                per_item_binding: 0,
+            },
             Op::ShrinkageNll { levels, n, m } => Stage {
                 name: "shrinkage NLL (cpu)",
                 items: levels as u64,
@@ -295,6 +303,33 @@ impl Backend for CpuBackend {
             }
         }
         Ok(Solved { theta, failed })
+    }
+
+    fn sparse_predict(
+        &self,
+        x: ArrayView2<f64>,
+        idx: ArrayView2<u32>,
+        w: ArrayView2<f64>,
+        b: ArrayView1<f64>,
+        _dtype: Dtype,
+    ) -> Result<Array2<f64>> {
+        let (rows, units) = (x.nrows(), idx.nrows());
+        let mut out_t = Array2::<f64>::zeros((units, rows));
+        out_t
+            .axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(u, mut col)| {
+                for (r, o) in col.iter_mut().enumerate() {
+                    let xr = x.row(r);
+                    let mut acc = 0.0;
+                    for (m, &j) in idx.row(u).iter().enumerate() {
+                        acc += xr[j as usize] * w[(u, m)];
+                    }
+                    *o = acc + b[u];
+                }
+            });
+        Ok(out_t.reversed_axes().as_standard_layout().into_owned())
     }
 
     fn shrinkage_nll(

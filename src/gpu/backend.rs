@@ -14,7 +14,7 @@ use crate::device::planner::{self, Limits, Stage};
 use crate::error::{Error, Result};
 use crate::linalg;
 use crate::Dtype;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView1, ArrayView2};
 use std::sync::Arc;
 
 /// The GPU backend: a shared context and a memory budget.
@@ -142,6 +142,14 @@ impl Backend for GpuBackend {
                 fixed_binding: 0,
                 per_item: e(rows + p),
                 per_item_binding: e(rows.max(p)),
+            },
+            Op::SparsePredict { units, rows, f, k } => Stage {
+                name: "sparse predict (gpu)",
+                items: units as u64,
+                fixed: e(rows * f),
+                fixed_binding: e(rows * f),
+                per_item: e(k + 1 + rows) + k as u64 * 4,
+                per_item_binding: e(k.max(rows)).max(k as u64 * 4),
             },
             Op::ShrinkageNll { levels, n, m } => {
                 let sb = if dtype == Dtype::F32 { 4 } else { sb };
@@ -404,6 +412,34 @@ impl Backend for GpuBackend {
                 .map(|s| (s != 0).then(|| s as usize - 1))
                 .collect(),
         })
+    }
+
+    fn sparse_predict(
+        &self,
+        x: ArrayView2<f64>,
+        idx: ArrayView2<u32>,
+        w: ArrayView2<f64>,
+        b: ArrayView1<f64>,
+        dtype: Dtype,
+    ) -> Result<Array2<f64>> {
+        self.check_dtype(dtype)?;
+        let ctx = &self.ctx;
+        let (rows, f) = x.dim();
+        let (units, k) = idx.dim();
+        let xb = ctx.upload_matrix(x, false, dtype, "samples")?;
+        let ib = ctx.upload_u32(&idx.iter().copied().collect::<Vec<u32>>(), "indices")?;
+        let wb = ctx.upload_matrix(w, false, dtype, "weights")?;
+        let bb = ctx.upload(&b.to_vec(), dtype, "biases")?;
+        let out = ctx.zeros(rows * units, dtype.size(), "predictions")?;
+        let mut enc = ctx.encoder();
+        ctx.sparse_predict(
+            &mut enc,
+            [&xb, &ib, &wb, &bb, &out],
+            (rows, units, k, f),
+            dtype,
+        )?;
+        let bytes = ctx.submit_and_read(enc, &[&out], "sparse predict")?;
+        Ok(Array2::from_shape_vec((rows, units), floats(&bytes[0], dtype.size())).expect("shape"))
     }
 
     fn shrinkage_nll(

@@ -29,6 +29,10 @@ pub(super) const CHOLESKY: Shader = Shader {
     name: "cholesky",
     source: include_str!("../../shaders/cholesky.wgsl"),
 };
+pub(super) const SPARSE_PREDICT: Shader = Shader {
+    name: "sparse_predict",
+    source: include_str!("../../shaders/sparse_predict.wgsl"),
+};
 pub(super) const NLL: Shader = Shader {
     name: "nll",
     source: include_str!("../../shaders/nll.wgsl"),
@@ -334,6 +338,38 @@ impl GpuContext {
                 (7, &s.diag.buf),
             ],
             (x, y, u(s.units)),
+        )
+    }
+
+    /// Records sparse predictions (see `sparse_predict.wgsl`): buffers `[x, idx, w, b, out]`,
+    /// shape `(rows, units, k, f)`.
+    pub fn sparse_predict(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        bufs: [&DevBuf; 5],
+        (rows, units, k, f): (usize, usize, usize, usize),
+        dtype: Dtype,
+    ) -> Result<()> {
+        let pl = self.pipeline(SPARSE_PREDICT, "main", dtype, dtype)?;
+        let p = self.uniform(&Quad {
+            a: u(rows),
+            b: u(units),
+            c: u(k),
+            d: u(f),
+        });
+        let [x, idx, w, b, out] = bufs;
+        self.dispatch(
+            enc,
+            &pl,
+            &[
+                (0, &x.buf),
+                (1, &idx.buf),
+                (2, &w.buf),
+                (3, &b.buf),
+                (4, &out.buf),
+                (5, &p),
+            ],
+            self.params.linear_groups(rows * units),
         )
     }
 

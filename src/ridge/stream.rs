@@ -12,13 +12,14 @@ use super::params::FitParams;
 use super::paths::SelectedFit;
 use super::targets::Targets;
 use super::RidgeModel;
+use crate::backend::{Backend, Op};
+use crate::device::planner;
 use crate::device::{memory, Device};
 use crate::dispatch;
 use crate::error::{Error, Result};
 use crate::io::{self, npz::write_npz, NpzMember, NpzReader};
 use crate::Dtype;
 use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, Axis, Ix1};
-use rayon::prelude::*;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -145,8 +146,9 @@ impl SparseModel {
     }
 
     /// `X W + b` from the selected products only (`n'·U·k` instead of `n'·F·U`), as
-    /// `(n', s1..sk)` in the model's dtype.
-    pub fn predict(&self, x: ArrayView2<f64>, _device: &Device) -> Result<ArrayD<f64>> {
+    /// `(n', s1..sk)` in the model's dtype, on `device` (a WGSL gather-dot kernel on a GPU),
+    /// chunked over units to the memory budget.
+    pub fn predict(&self, x: ArrayView2<f64>, device: &Device) -> Result<ArrayD<f64>> {
         let (rows, f) = x.dim();
         if f != self.n_features {
             return Err(Error::InvalidInput(format!(
@@ -154,24 +156,19 @@ impl SparseModel {
                 self.n_features
             )));
         }
+        if rows == 0 {
+            return Err(Error::InvalidInput("X has no samples".into()));
+        }
         super::check_values(x, "X", false, self.dtype)?;
-        let units = self.idx.nrows();
         let xr = x.mapv(|v| self.dtype.round(v));
-        let mut out = Array2::<f64>::zeros((units, rows));
-        out.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(u, mut col)| {
-                for (r, o) in col.iter_mut().enumerate() {
-                    let xrow = xr.row(r);
-                    let mut acc = 0.0;
-                    for (m, &j) in self.idx.row(u).iter().enumerate() {
-                        acc += xrow[j as usize] * self.weight[(u, m)];
-                    }
-                    *o = self.dtype.round(acc + self.b[u]);
-                }
-            });
-        Ok(super::shape::unflatten_units(out.t(), &self.unit_shape))
+        let job = SparsePredict {
+            x: xr.view(),
+            model: self,
+        };
+        let flops = 2.0 * (rows * self.idx.len()) as f64;
+        let out = dispatch::run(device, self.dtype, flops, None, "predict", &job)?.output;
+        let out = out.mapv(|v| self.dtype.round(v));
+        Ok(super::shape::unflatten_units(out.view(), &self.unit_shape))
     }
 
     /// Writes the model as `.npz`: `form` = `sparse`, `idx` (`U × k`, u4), `weight` (`U × k`, in
@@ -191,6 +188,40 @@ impl SparseModel {
                 ("dtype", NpzMember::Text(self.dtype.to_string())),
             ],
         )
+    }
+}
+
+/// Sparse predictions on a backend, chunked over units.
+struct SparsePredict<'a> {
+    x: ArrayView2<'a, f64>,
+    model: &'a SparseModel,
+}
+
+impl dispatch::Job for SparsePredict<'_> {
+    type Output = Array2<f64>;
+    fn run<B: Backend>(&self, be: &B) -> Result<Array2<f64>> {
+        let m = self.model;
+        be.check_dtype(m.dtype)?;
+        let (rows, f) = self.x.dim();
+        let (units, k) = m.idx.dim();
+        let mut stage = be.plan(Op::SparsePredict { units, rows, f, k }, m.dtype);
+        if be.shares_host_memory() {
+            // X and the model as given, the output
+            stage.fixed += 8 * (rows * f + units * (2 * k + 1) + rows * units) as u64;
+        }
+        let chunk = planner::items_per_chunk(&stage, &be.limits())? as usize;
+        let mut out = Array2::<f64>::zeros((rows, units));
+        for r in planner::ranges(units, chunk) {
+            let part = be.sparse_predict(
+                self.x,
+                m.idx.slice(s![r.clone(), ..]),
+                m.weight.slice(s![r.clone(), ..]),
+                m.b.slice(s![r.clone()]),
+                m.dtype,
+            )?;
+            out.slice_mut(s![.., r]).assign(&part);
+        }
+        Ok(out)
     }
 }
 
