@@ -215,13 +215,22 @@ fn transposed_impl(a: ArrayView2<f64>, bias: bool) -> Mat<f64> {
     let (n, p) = a.dim();
     let rows = p + usize::from(bias);
     let mut at = Mat::<f64>::zeros(rows, n);
-    for (i, row) in a.outer_iter().enumerate() {
-        let mut col = at.col_mut(i);
-        for (j, &v) in row.iter().enumerate() {
-            col[j] = v;
+    // 64 × 64 tiles: whatever a's layout (C, Fortran or a column slice of either), neither the
+    // reads nor the writes stride through memory a whole row at a time
+    const T: usize = 64;
+    for i0 in (0..n).step_by(T) {
+        for j0 in (0..p).step_by(T) {
+            for i in i0..(i0 + T).min(n) {
+                let mut col = at.col_mut(i);
+                for j in j0..(j0 + T).min(p) {
+                    col[j] = a[(i, j)];
+                }
+            }
         }
         if bias {
-            col[p] = 1.0;
+            for i in i0..(i0 + T).min(n) {
+                at[(p, i)] = 1.0;
+            }
         }
     }
     at

@@ -83,7 +83,12 @@ impl RidgeModel {
                 "a model with spatial_norm needs its selection mask S".into(),
             ));
         }
-        if self.w.iter().chain(self.b.iter()).any(|v| !v.is_finite()) {
+        // in memory order: a Fortran-order W (as streamed fits write it) is not walked by strides
+        let finite = |a: &ArrayD<f64>| match a.as_slice_memory_order() {
+            Some(s) => s.iter().all(|v| v.is_finite()),
+            None => a.iter().all(|v| v.is_finite()),
+        };
+        if !finite(&self.w) || !finite(&self.b) {
             return Err(Error::NonFinite("model W or b contains NaN/Inf".into()));
         }
         Ok(())
@@ -130,7 +135,11 @@ impl RidgeModel {
             Dtype::F32 => x.mapv(|v| self.dtype.round(v)).into(),
         };
         super::check_values(x, "X", false, self.dtype)?;
-        let w = self.w_flat();
+        // one unit axis: W is already F × U (any layout); N-d units are flattened (a copy)
+        let w: CowArray<f64, Ix2> = match self.w.view().into_dimensionality::<Ix2>() {
+            Ok(v) => v.into(),
+            Err(_) => self.w_flat().into(),
+        };
         let b = self.b_flat();
         let units = w.ncols();
         let out = if let Some(norm) = self.spatial_norm {
