@@ -126,6 +126,9 @@ fn streamed_fit_equals_in_memory(dev: Device) {
     let pd = mem.model.predict(xt.view(), &Device::Cpu).unwrap();
     let ps = sparse.predict(xt.view(), &dev).unwrap();
     assert_close("sparse predict", &ps, &pd, 1e-12);
+    // dense -> sparse -> dense is the identity on W
+    let again = stream::SparseModel::from_dense(&mem.model).unwrap();
+    assert_eq!(bits(&again.to_dense().unwrap().w), bits(&mem.model.w));
 }
 
 /// A dense W streamed into the model file chunk by chunk equals the in-memory fit bit for bit,

@@ -126,6 +126,45 @@ pub struct SparseModel {
 }
 
 impl SparseModel {
+    /// The sparse form of a dense model (without `spatial_norm`): each unit's nonzero weights in
+    /// ascending feature order, `k` the largest count; units with fewer are padded with
+    /// feature 0 and weight 0 (the same predictions).
+    pub fn from_dense(m: &RidgeModel) -> Result<SparseModel> {
+        if m.spatial_norm.is_some() {
+            return Err(Error::InvalidInput(
+                "a model with spatial_norm normalises its inputs per unit: it has no sparse form"
+                    .into(),
+            ));
+        }
+        let w = m.w_flat();
+        let (f, units) = w.dim();
+        let cols: Vec<Vec<(u32, f64)>> = (0..units)
+            .map(|u| {
+                (0..f)
+                    .filter(|&j| w[(j, u)] != 0.0)
+                    .map(|j| (j as u32, w[(j, u)]))
+                    .collect()
+            })
+            .collect();
+        let k = cols.iter().map(Vec::len).max().unwrap_or(0);
+        let mut idx = Array2::<u32>::zeros((units, k));
+        let mut weight = Array2::<f64>::zeros((units, k));
+        for (u, c) in cols.iter().enumerate() {
+            for (m, &(j, v)) in c.iter().enumerate() {
+                idx[(u, m)] = j;
+                weight[(u, m)] = v;
+            }
+        }
+        Ok(SparseModel {
+            idx,
+            weight,
+            b: m.b_flat(),
+            unit_shape: m.unit_shape().to_vec(),
+            n_features: f,
+            dtype: m.dtype,
+        })
+    }
+
     /// The dense model with the same predictions.
     pub fn to_dense(&self) -> Result<RidgeModel> {
         let units = self.idx.nrows();
