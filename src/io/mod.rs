@@ -78,6 +78,16 @@ pub fn read_npy_within(path: &Path, budget: u64) -> Result<ArrayD<f64>> {
     npy::read_f64(&mut r, &h).map_err(|e| in_file(path, e))
 }
 
+/// The element type of a `.npy` file, from its header alone.
+pub fn npy_kind(path: &Path) -> Result<npy::Kind> {
+    let f = File::open(path).map_err(|e| io_err(path, e))?;
+    let len = f.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut r = BufReader::new(f);
+    Ok(npy::read_header(&mut r, len)
+        .map_err(|e| in_file(path, e))?
+        .kind)
+}
+
 /// Reads a `.npy` file as f64 within the default CPU memory budget.
 pub fn read_npy(path: &Path) -> Result<ArrayD<f64>> {
     read_npy_within(path, memory::default_cpu_budget())

@@ -116,7 +116,7 @@ fn parse_descr(d: &str) -> Result<(Kind, Order)> {
         }
         _ => {
             return Err(bad(format!(
-                "unsupported dtype '{d}' (neurofit reads float64, float32, int64, int32, uint32, uint8, bool)"
+                "unsupported dtype '{d}' (neurofit reads float64, float32, float16, int64, int32, uint32, uint8, bool)"
             )))
         }
     };
@@ -330,11 +330,9 @@ pub fn read_f64<R: Read + ?Sized>(r: &mut R, h: &Header) -> Result<ArrayD<f64>> 
     match h.kind {
         Kind::F64 => read_blocks(r, h, &mut v, |b| f64::from_le_bytes(arr(b, o)))?,
         Kind::F32 => read_blocks(r, h, &mut v, |b| f32::from_le_bytes(arr(b, o)) as f64)?,
-        Kind::F16 => {
-            return Err(bad(
-                "float16 (<f2) arrays are not supported: convert with a.astype(numpy.float32)",
-            ))
-        }
+        Kind::F16 => read_blocks(r, h, &mut v, |b| {
+            half::f16::from_bits(u16::from_le_bytes(arr(b, o))).to_f64()
+        })?,
         Kind::I64 => read_blocks(r, h, &mut v, |b| i64::from_le_bytes(arr(b, o)) as f64)?,
         Kind::I32 => read_blocks(r, h, &mut v, |b| i32::from_le_bytes(arr(b, o)) as f64)?,
         Kind::U32 => read_blocks(r, h, &mut v, |b| u32::from_le_bytes(arr(b, o)) as f64)?,

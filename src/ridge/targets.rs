@@ -90,10 +90,11 @@ fn decoder(kind: npy::Kind, big_endian: bool) -> Result<fn(&[u8]) -> f64> {
         npy::Kind::U32 => dec!(u32, 4),
         npy::Kind::U8 | npy::Kind::Bool => |b: &[u8]| b[0] as f64,
         npy::Kind::F16 => {
-            return Err(Error::InvalidInput(
-                "float16 (<f2) arrays are not supported: convert with a.astype(numpy.float32)"
-                    .into(),
-            ))
+            if big_endian {
+                |b: &[u8]| half::f16::from_bits(u16::from_be_bytes([b[0], b[1]])).to_f64()
+            } else {
+                |b: &[u8]| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f64()
+            }
         }
         npy::Kind::Unicode(_) => {
             return Err(Error::InvalidInput(
