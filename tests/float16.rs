@@ -8,18 +8,6 @@ mod common;
 use common::*;
 use ndarray::ArrayD;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_neurofit"))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("neurofit-f16-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Writes `a` rounded to float16 as a `<f2` file and the same values as a `<f4` file.
 fn write_both(d: &Path, name: &str, a: &ArrayD<f64>) -> (PathBuf, PathBuf) {
@@ -27,23 +15,15 @@ fn write_both(d: &Path, name: &str, a: &ArrayD<f64>) -> (PathBuf, PathBuf) {
         .iter()
         .map(|&v| half::f16::from_f64(v).to_bits())
         .collect();
-    let mut dict = format!(
+    let dict = format!(
         "{{'descr': '<f2', 'fortran_order': False, 'shape': ({}), }}",
         a.shape()
             .iter()
             .map(|d| format!("{d},"))
             .collect::<String>()
     );
-    while !(10 + dict.len() + 1).is_multiple_of(64) {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((dict.len() as u16).to_le_bytes());
-    bytes.extend(dict.as_bytes());
-    for v in &h {
-        bytes.extend(v.to_le_bytes());
-    }
+    let data: Vec<u8> = h.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = npy_bytes(&dict, &data);
     let p16 = d.join(format!("{name}16.npy"));
     std::fs::write(&p16, bytes).unwrap();
     let f32s = ArrayD::from_shape_vec(
@@ -232,40 +212,21 @@ fn a_float16_y_larger_than_the_budget_streams() {
     let (y16, _) = write_both(&d, "y", &y);
     drop(y);
     let out = d.join("m.npz");
-    let mut child = bin()
-        .args([
-            "ridge", "fit", "--quiet", "--device", "cpu", "--n-feat", "10", "--sparse",
-        ])
-        .args([
-            "--max-memory",
-            "16MB",
-            "--x",
-            &s(&x16),
-            "--y",
-            &s(&y16),
-            "--out",
-            &s(&out),
-        ])
-        .spawn()
-        .unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let mut rss = 0u64;
-    let ok = loop {
-        if let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kb) = text
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                rss = rss.max(kb * 1024);
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.success();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let mut cmd = bin();
+    cmd.args([
+        "ridge", "fit", "--quiet", "--device", "cpu", "--n-feat", "10", "--sparse",
+    ])
+    .args([
+        "--max-memory",
+        "16MB",
+        "--x",
+        &s(&x16),
+        "--y",
+        &s(&y16),
+        "--out",
+        &s(&out),
+    ]);
+    let (ok, rss) = peak_rss(cmd);
     assert!(ok && rss > 0);
     assert!(
         rss < 48_000_000,

@@ -7,19 +7,8 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_neurofit"))
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("neurofit-rel-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn fixture(case: &str, f: &str) -> String {
     case_dir("fastl2lir", case).join(f).display().to_string()
@@ -51,20 +40,6 @@ fn fails_with(o: &Output, out: &Path, expect: &str) {
         "an output file was left at {}",
         out.display()
     );
-}
-
-/// A `.npy` file of `header` (a dict) followed by `data`.
-fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut h = dict.to_string();
-    while !(10 + h.len() + 1).is_multiple_of(64) {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut v = b"\x93NUMPY\x01\x00".to_vec();
-    v.extend((h.len() as u16).to_le_bytes());
-    v.extend(h.as_bytes());
-    v.extend(data);
-    v
 }
 
 /// `neurofit ridge fit --quiet --device cpu --x X --y Y --out OUT` and `extra`.

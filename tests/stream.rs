@@ -13,14 +13,6 @@ use neurofit::ridge::{fit, FitParams};
 use neurofit::simulate::Rng;
 use neurofit::{Device, Dtype};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("neurofit-stream-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn bits(a: &ArrayD<f64>) -> Vec<u64> {
     a.iter().map(|v| v.to_bits()).collect()
@@ -69,18 +61,9 @@ fn npy_targets_read_like_memory() {
         "{{'descr': '<f8', 'fortran_order': True, 'shape': ({}, {}, {}, {}), }}",
         30, 3, 5, 7
     );
-    let mut h = dict;
-    while !(10 + h.len() + 1).is_multiple_of(64) {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((h.len() as u16).to_le_bytes());
-    bytes.extend(h.as_bytes());
-    for v in y.t().iter() {
-        // y.t() iterates the reversed axes in C order = y in Fortran order
-        bytes.extend(v.to_le_bytes());
-    }
+    // y.t() iterates the reversed axes in C order = y in Fortran order
+    let data: Vec<u8> = y.t().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = npy_bytes(&dict, &data);
     std::fs::write(&fpath, bytes).unwrap();
     let f = NpyTargets::open(&fpath).unwrap();
     for t in [&c as &dyn Targets, &f] {
@@ -231,10 +214,6 @@ fn merge_refuses_missing_and_foreign_parts() {
     );
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_neurofit"))
-}
-
 /// Through the CLI: shards, skip of a complete shard, --force, merge, predict on the directory,
 /// `--shard slurm` from the array-task variables.
 fn cli_shards_skip_force_merge_predict() {
@@ -345,7 +324,8 @@ fn peak_memory_follows_the_budget_not_y() {
     let y_f64 = (n * u * 8) as u64;
     let dense_out = d.join("dense.npz");
     for (form, out) in [("--sparse", &out), ("--chunk-size=0", &dense_out)] {
-        let rss = fit_rss(&[
+        let mut cmd = bin();
+        cmd.args([
             "ridge",
             "fit",
             "--quiet",
@@ -365,6 +345,8 @@ fn peak_memory_follows_the_budget_not_y() {
             "--out",
             out.to_str().unwrap(),
         ]);
+        let (ok, rss) = peak_rss(cmd);
+        assert!(ok && rss > 0, "{form}: the fit failed");
         assert!(
             rss < y_f64 / 2,
             "{form}: peak RSS {rss} bytes for a Y of {y_f64} bytes as f64 under a 16 MB budget"
@@ -393,34 +375,6 @@ fn peak_memory_follows_the_budget_not_y() {
         }
     }
     assert_eq!(m.n_features, f);
-}
-
-/// Runs `neurofit args` and returns its high-water RSS (VmHWM), polled until it exits
-/// (getrusage would count the parent's pages the child shared before exec).
-#[cfg(target_os = "linux")]
-fn fit_rss(args: &[&str]) -> u64 {
-    let mut child = bin().args(args).spawn().unwrap();
-    let status = format!("/proc/{}/status", child.id());
-    let mut rss = 0u64;
-    let ok = loop {
-        if let Ok(text) = std::fs::read_to_string(&status) {
-            if let Some(kb) = text
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                rss = rss.max(kb * 1024);
-            }
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.success();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
-    assert!(ok, "neurofit {args:?} failed");
-    assert!(rss > 0, "no RSS reading");
-    rss
 }
 
 fn main() {

@@ -4,6 +4,60 @@
 use ndarray::ArrayD;
 use neurofit::Device;
 use std::path::PathBuf;
+use std::process::Command;
+
+/// The `neurofit` binary of this build.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_neurofit"))
+}
+
+/// The bytes of a `.npy` file: the header `dict` (padded as numpy does) followed by `data`.
+pub fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = dict.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend((h.len() as u16).to_le_bytes());
+    v.extend(h.as_bytes());
+    v.extend(data);
+    v
+}
+
+/// A fresh, empty temporary folder for one test.
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("neurofit-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `cmd` and returns whether it succeeded and its high-water RSS (VmHWM) in bytes, polled
+/// every 5 ms until it exits (getrusage would count the parent's pages the child shared before
+/// exec).
+#[cfg(target_os = "linux")]
+pub fn peak_rss(mut cmd: Command) -> (bool, u64) {
+    let mut child = cmd.spawn().unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut rss = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status) {
+            if let Some(kb) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                rss = rss.max(kb * 1024);
+            }
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st.success(), rss);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
 
 /// `../shared/fixtures` beside the checkout (or `NEUROFIT_FIXTURES`); panics with a clear
 /// message when missing.
