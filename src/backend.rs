@@ -84,14 +84,13 @@ pub enum Op {
         /// Columns of A.
         p: usize,
     },
-    /// Sparse predictions for `units` units of `k` features on `rows` samples of `f` features.
+    /// Sparse predictions for `units` units of `k` features on `rows` samples (the samples
+    /// themselves are planned as [`Op::Features`]).
     SparsePredict {
         /// Units in all.
         units: usize,
         /// Samples.
         rows: usize,
-        /// Features of the model.
-        f: usize,
         /// Selected features per unit.
         k: usize,
     },
@@ -162,11 +161,11 @@ pub trait Backend: Sync {
     ) -> Result<Solved>;
 
     /// Predictions of a sparse model: `out[r, u] = b[u] + Σ_m x[r, idx[u, m]] · w[u, m]` for
-    /// `x` (`n' × F`), `idx` and `w` (`U × k`), `b` (`U`); `n' × U`. Only the selected products
-    /// are computed.
+    /// resident `x` (`n' × F`, uploaded without bias), `idx` and `w` (`U × k`), `b` (`U`);
+    /// `n' × U`. Only the selected products are computed.
     fn sparse_predict(
         &self,
-        x: ArrayView2<f64>,
+        x: &Self::Features,
         idx: ArrayView2<u32>,
         w: ArrayView2<f64>,
         b: ArrayView1<f64>,

@@ -160,8 +160,13 @@ impl Job for PrimJob<'_> {
                 let idx = Array2::from_shape_fn((q, k), |(u, m)| ((u * 5 + m * 7) % f) as u32);
                 let w = Array2::from_shape_fn((q, k), |(u, m)| self.y[(m % n, u)]);
                 let b = ndarray::Array1::from_shape_fn(q, |u| u as f64 * 0.25 - 1.0);
+                let none = FeatureLayout {
+                    bias: false,
+                    correlations: false,
+                };
+                let xs = be.upload_features(self.x.view(), none, self.dtype)?;
                 Ok(be
-                    .sparse_predict(self.x.view(), idx.view(), w.view(), b.view(), self.dtype)?
+                    .sparse_predict(&xs, idx.view(), w.view(), b.view(), self.dtype)?
                     .iter()
                     .copied()
                     .collect())

@@ -172,7 +172,7 @@ impl Backend for CpuBackend {
                 per_item: b(rows + p),
                 per_item_binding: 0,
             },
-            Op::SparsePredict { units, rows, k, .. } => Stage {
+            Op::SparsePredict { units, rows, k } => Stage {
                 name: "sparse predict (cpu)",
                 items: units as u64,
                 fixed: 0,
@@ -307,13 +307,14 @@ impl Backend for CpuBackend {
 
     fn sparse_predict(
         &self,
-        x: ArrayView2<f64>,
+        x: &CpuFeatures,
         idx: ArrayView2<u32>,
         w: ArrayView2<f64>,
         b: ArrayView1<f64>,
         _dtype: Dtype,
     ) -> Result<Array2<f64>> {
-        let (rows, units) = (x.nrows(), idx.nrows());
+        // `x.at` is Xᵀ column-major: column r is sample r, contiguous
+        let (rows, units) = (x.rows, idx.nrows());
         let mut out_t = Array2::<f64>::zeros((units, rows));
         out_t
             .axis_iter_mut(Axis(0))
@@ -321,7 +322,7 @@ impl Backend for CpuBackend {
             .enumerate()
             .for_each(|(u, mut col)| {
                 for (r, o) in col.iter_mut().enumerate() {
-                    let xr = x.row(r);
+                    let xr = x.at.col(r);
                     let mut acc = 0.0;
                     for (m, &j) in idx.row(u).iter().enumerate() {
                         acc += xr[j as usize] * w[(u, m)];

@@ -143,11 +143,12 @@ impl Backend for GpuBackend {
                 per_item: e(rows + p),
                 per_item_binding: e(rows.max(p)),
             },
-            Op::SparsePredict { units, rows, f, k } => Stage {
+            Op::SparsePredict { units, rows, k } => Stage {
                 name: "sparse predict (gpu)",
                 items: units as u64,
-                fixed: e(rows * f),
-                fixed_binding: e(rows * f),
+                // the samples are planned as Features
+                fixed: 0,
+                fixed_binding: 0,
                 per_item: e(k + 1 + rows) + k as u64 * 4,
                 per_item_binding: e(k.max(rows)).max(k as u64 * 4),
             },
@@ -416,7 +417,7 @@ impl Backend for GpuBackend {
 
     fn sparse_predict(
         &self,
-        x: ArrayView2<f64>,
+        x: &GpuFeatures,
         idx: ArrayView2<u32>,
         w: ArrayView2<f64>,
         b: ArrayView1<f64>,
@@ -424,9 +425,9 @@ impl Backend for GpuBackend {
     ) -> Result<Array2<f64>> {
         self.check_dtype(dtype)?;
         let ctx = &self.ctx;
-        let (rows, f) = x.dim();
+        let (rows, f) = (x.rows, x.cols);
         let (units, k) = idx.dim();
-        let xb = ctx.upload_matrix(x, false, dtype, "samples")?;
+        let xb = &x.x;
         let ib = ctx.upload_u32(&idx.iter().copied().collect::<Vec<u32>>(), "indices")?;
         let wb = ctx.upload_matrix(w, false, dtype, "weights")?;
         let bb = ctx.upload(&b.to_vec(), dtype, "biases")?;
@@ -434,7 +435,7 @@ impl Backend for GpuBackend {
         let mut enc = ctx.encoder();
         ctx.sparse_predict(
             &mut enc,
-            [&xb, &ib, &wb, &bb, &out],
+            [xb, &ib, &wb, &bb, &out],
             (rows, units, k, f),
             dtype,
         )?;

@@ -65,7 +65,20 @@ pub(crate) fn check_values(
     allow_nan: bool,
     dtype: Dtype,
 ) -> Result<()> {
+    check_values_from(a, what, allow_nan, dtype, 0)
+}
+
+/// [`check_values`] for a block of columns starting at column `col0` of the whole array (the
+/// message names the whole array's column).
+pub(crate) fn check_values_from(
+    a: ArrayView2<f64>,
+    what: &str,
+    allow_nan: bool,
+    dtype: Dtype,
+    col0: usize,
+) -> Result<()> {
     for ((i, j), &v) in a.indexed_iter() {
+        let j = j + col0;
         if v.is_infinite() || (!allow_nan && v.is_nan()) {
             return Err(Error::NonFinite(format!(
                 "{what} has {v} at [{i}, {j}]; {}",

@@ -276,22 +276,8 @@ impl SelectedFit<'_> {
     /// Reads units `range` of Y, checks its values and rounds them to the fit's precision.
     fn read_chunk(&self, range: Range<usize>) -> Result<Array2<f64>> {
         let mut y = self.y.read(range.clone())?;
-        if let Err(e) = super::check_values(y.view(), "Y", false, self.dtype) {
-            // name the flat unit, not the column within the chunk
-            let msg = e.to_string();
-            let col = y
-                .indexed_iter()
-                .find(|(_, v)| {
-                    !v.is_finite() || (self.dtype == Dtype::F32 && (**v as f32).is_infinite())
-                })
-                .map(|((_, c), _)| c)
-                .unwrap_or(0);
-            return Err(Error::NonFinite(format!(
-                "{} (flat unit {})",
-                msg.trim_start_matches("non-finite value: "),
-                range.start + col
-            )));
-        }
+        // the message names the flat unit, not the column within the chunk
+        super::check_values_from(y.view(), "Y", false, self.dtype, range.start)?;
         if self.dtype == Dtype::F32 {
             y.mapv_inplace(|v| self.dtype.round(v));
         }

@@ -12,14 +12,14 @@ use super::params::FitParams;
 use super::paths::SelectedFit;
 use super::targets::Targets;
 use super::RidgeModel;
-use crate::backend::{Backend, Op};
+use crate::backend::{Backend, FeatureLayout, Op};
 use crate::device::planner;
 use crate::device::{memory, Device};
 use crate::dispatch;
 use crate::error::{Error, Result};
 use crate::io::{self, npz::write_npz, NpzMember, NpzReader};
 use crate::Dtype;
-use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, Axis, Ix1};
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, Axis, CowArray, Ix1, Ix2};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -199,7 +199,10 @@ impl SparseModel {
             return Err(Error::InvalidInput("X has no samples".into()));
         }
         super::check_values(x, "X", false, self.dtype)?;
-        let xr = x.mapv(|v| self.dtype.round(v));
+        let xr: CowArray<f64, Ix2> = match self.dtype {
+            Dtype::F64 => x.into(),
+            Dtype::F32 => x.mapv(|v| self.dtype.round(v)).into(),
+        };
         let job = SparsePredict {
             x: xr.view(),
             model: self,
@@ -243,16 +246,31 @@ impl dispatch::Job for SparsePredict<'_> {
         be.check_dtype(m.dtype)?;
         let (rows, f) = self.x.dim();
         let (units, k) = m.idx.dim();
-        let mut stage = be.plan(Op::SparsePredict { units, rows, f, k }, m.dtype);
+        let layout = FeatureLayout {
+            bias: false,
+            correlations: false,
+        };
+        let mut stage = be.plan(Op::SparsePredict { units, rows, k }, m.dtype);
+        let xs = be.plan(
+            Op::Features {
+                rows,
+                cols: f,
+                layout,
+            },
+            m.dtype,
+        );
+        stage.fixed += xs.fixed;
+        stage.fixed_binding = stage.fixed_binding.max(xs.fixed_binding);
         if be.shares_host_memory() {
             // X and the model as given, the output
             stage.fixed += 8 * (rows * f + units * (2 * k + 1) + rows * units) as u64;
         }
         let chunk = planner::items_per_chunk(&stage, &be.limits())? as usize;
+        let x = be.upload_features(self.x, layout, m.dtype)?;
         let mut out = Array2::<f64>::zeros((rows, units));
         for r in planner::ranges(units, chunk) {
             let part = be.sparse_predict(
-                self.x,
+                &x,
                 m.idx.slice(s![r.clone(), ..]),
                 m.weight.slice(s![r.clone(), ..]),
                 m.b.slice(s![r.clone()]),
@@ -463,11 +481,11 @@ pub fn fingerprint(
 }
 
 /// Checks a streamed fit's inputs and options; returns X rounded to the fit's precision and k.
-fn prepare(
-    x: ArrayView2<f64>,
+fn prepare<'a>(
+    x: ArrayView2<'a, f64>,
     y: &dyn Targets,
     params: &FitParams,
-) -> Result<(Array2<f64>, usize)> {
+) -> Result<(CowArray<'a, f64, Ix2>, usize)> {
     params.validate()?;
     let (n, f) = x.dim();
     if y.rows() != n {
@@ -493,7 +511,11 @@ fn prepare(
         )));
     }
     super::check_values(x, "X", false, params.dtype)?;
-    let xr = x.mapv(|v| params.dtype.round(v));
+    // an f32 fit rounds X first; an f64 fit uses it as given (no copy)
+    let xr: CowArray<f64, Ix2> = match params.dtype {
+        Dtype::F64 => x.into(),
+        Dtype::F32 => x.mapv(|v| params.dtype.round(v)).into(),
+    };
     Ok((xr, k))
 }
 
@@ -721,7 +743,12 @@ impl Part {
 
     /// Reads a part's fingerprint and range only (to check a re-run or a merge cheaply).
     pub fn peek(path: &Path) -> Result<(String, Range<usize>)> {
-        let mut z = NpzReader::open(path)?;
+        Part::peek_in(&mut NpzReader::open(path)?)
+    }
+
+    fn peek_in(z: &mut NpzReader) -> Result<(String, Range<usize>)> {
+        let path = z.path().to_path_buf();
+        let path = path.as_path();
         let fp = z.text("fingerprint")?;
         let r = z.f64("range", 1 << 10)?;
         let r: Vec<usize> = r.iter().map(|&v| v as usize).collect();
@@ -734,8 +761,8 @@ impl Part {
     /// Reads a part.
     pub fn load(path: &Path) -> Result<Part> {
         let budget = memory::default_cpu_budget();
-        let (fingerprint, range) = Part::peek(path)?;
         let mut z = NpzReader::open(path)?;
+        let (fingerprint, range) = Part::peek_in(&mut z)?;
         let dtype: Dtype = z.text("dtype")?.parse()?;
         let unit_shape: Vec<usize> = member::<Ix1>(&mut z, "unit_shape", budget)?
             .iter()
@@ -867,88 +894,109 @@ pub fn merge(dir: &Path, dense: bool) -> Result<Merged> {
             ),
         ));
     }
-    let loaded: Vec<Part> = parts
-        .iter()
-        .map(|(_, p)| Part::load(p))
-        .collect::<Result<_>>()?;
-    let p0 = &loaded[0];
-    for ((s, path), part) in parts.iter().zip(&loaded) {
-        if part.fingerprint != p0.fingerprint {
+    // every part's fingerprint from its header, before any data is read
+    let fp0 = Part::peek(&parts[0].1)?.0;
+    for (_, path) in &parts[1..] {
+        let fp = Part::peek(path)?.0;
+        if fp != fp0 {
             return Err(io::io_err(
                 path,
                 format!(
-                    "comes from other inputs or options than part 0 (fingerprint '{}' vs '{}'): a foreign part",
-                    part.fingerprint, p0.fingerprint
-                ),
-            ));
-        }
-        let units: usize = part.unit_shape.iter().product();
-        if part.range != s.range(units) {
-            return Err(io::io_err(
-                path,
-                format!(
-                    "covers units {:?}, expected {:?}",
-                    part.range,
-                    s.range(units)
+                    "comes from other inputs or options than part 0 (fingerprint '{fp}' vs '{fp0}'): a foreign part"
                 ),
             ));
         }
     }
+    let p0 = Part::load(&parts[0].1)?;
     let units: usize = p0.unit_shape.iter().product();
-    let b = ndarray::concatenate(
-        Axis(0),
-        &loaded.iter().map(|p| p.b.view()).collect::<Vec<_>>(),
-    )
-    .map_err(|e| Error::InvalidInput(format!("merging b: {e}")))?;
-    let sparse = match &p0.weights {
-        PartWeights::Sparse(..) => true,
-        PartWeights::Dense(_) => false,
+    let (f, dtype, alpha, n_feat) = (p0.n_features, p0.dtype, p0.alpha, p0.n_feat);
+    let unit_shape = p0.unit_shape.clone();
+    let k = match &p0.weights {
+        PartWeights::Sparse(i, _) => Some(i.ncols()),
+        PartWeights::Dense(_) => None,
     };
-    if sparse {
-        let mut idx = Vec::new();
-        let mut wts = Vec::new();
-        for p in &loaded {
-            match &p.weights {
-                PartWeights::Sparse(i, w) => {
-                    idx.push(i.view());
-                    wts.push(w.view());
-                }
-                PartWeights::Dense(_) => unreachable!("same fingerprint, same form"),
+    // the merged model is held whole (as f64), with one part besides it: plan it
+    let need = 8 * units as u64
+        + match (k, dense) {
+            (Some(k), false) => 12 * (units * k) as u64,
+            _ => 8 * (f * units) as u64,
+        };
+    let budget = memory::default_cpu_budget();
+    if need > budget {
+        return Err(Error::OutOfMemory(format!(
+            "merging {} needs {} for the whole model but {} of memory is available; merge sparse parts (ridge fit --sparse) without --dense",
+            io::shown(dir),
+            memory::format_size(need),
+            memory::format_size(budget)
+        )));
+    }
+    let mut b = Array1::<f64>::zeros(units);
+    let mut w = k.is_none().then(|| Array2::<f64>::zeros((f, units)));
+    let mut sparse = k.map(|k| {
+        (
+            Array2::<u32>::zeros((units, k)),
+            Array2::<f64>::zeros((units, k)),
+        )
+    });
+    // one part in memory at a time
+    let mut first = Some(p0);
+    for (sh, path) in &parts {
+        let part = match first.take() {
+            Some(p) => p,
+            None => Part::load(path)?,
+        };
+        if part.range != sh.range(units) || part.unit_shape != unit_shape {
+            return Err(io::io_err(
+                path,
+                format!(
+                    "covers units {:?} of {:?}, expected {:?} of {unit_shape:?}",
+                    part.range,
+                    part.unit_shape,
+                    sh.range(units)
+                ),
+            ));
+        }
+        let r = part.range.clone();
+        b.slice_mut(s![r.clone()]).assign(&part.b);
+        match (part.weights, w.as_mut(), sparse.as_mut()) {
+            (PartWeights::Dense(pw), Some(w), _) => w.slice_mut(s![.., r]).assign(&pw),
+            (PartWeights::Sparse(pi, pv), _, Some((si, sv))) => {
+                si.slice_mut(s![r.clone(), ..]).assign(&pi);
+                sv.slice_mut(s![r, ..]).assign(&pv);
+            }
+            _ => return Err(io::io_err(path, "holds another form than part 0")),
+        }
+    }
+    let model = match (w, sparse) {
+        (Some(w), _) => Model::Dense(RidgeModel::from_flat(
+            w.view(),
+            b.view(),
+            None,
+            &unit_shape,
+            dtype,
+            None,
+        )?),
+        (None, Some((idx, weight))) => {
+            let m = SparseModel {
+                idx,
+                weight,
+                b,
+                unit_shape,
+                n_features: f,
+                dtype,
+            };
+            if dense {
+                Model::Dense(m.to_dense()?)
+            } else {
+                Model::Sparse(m)
             }
         }
-        let cat = |v: &[ArrayView2<f64>]| ndarray::concatenate(Axis(0), v);
-        let m = SparseModel {
-            idx: ndarray::concatenate(Axis(0), &idx)
-                .map_err(|e| Error::InvalidInput(e.to_string()))?,
-            weight: cat(&wts).map_err(|e| Error::InvalidInput(e.to_string()))?,
-            b,
-            unit_shape: p0.unit_shape.clone(),
-            n_features: p0.n_features,
-            dtype: p0.dtype,
-        };
-        debug_assert_eq!(m.idx.nrows(), units);
-        let model = if dense {
-            Model::Dense(m.to_dense()?)
-        } else {
-            Model::Sparse(m)
-        };
-        return Ok(Merged {
-            model,
-            alpha: p0.alpha,
-            n_feat: p0.n_feat,
-        });
-    }
-    let mut w = Array2::<f64>::zeros((p0.n_features, units));
-    for p in &loaded {
-        if let PartWeights::Dense(pw) = &p.weights {
-            w.slice_mut(s![.., p.range.clone()]).assign(pw);
-        }
-    }
-    let model = RidgeModel::from_flat(w.view(), b.view(), None, &p0.unit_shape, p0.dtype, None)?;
+        (None, None) => unreachable!("one form is allocated"),
+    };
     Ok(Merged {
-        model: Model::Dense(model),
-        alpha: p0.alpha,
-        n_feat: p0.n_feat,
+        model,
+        alpha,
+        n_feat,
     })
 }
 

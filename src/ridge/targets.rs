@@ -25,8 +25,6 @@ pub trait Targets: Sync {
     fn read(&self, range: Range<usize>) -> Result<Array2<f64>>;
     /// Bytes this source keeps in memory for the whole fit.
     fn resident_bytes(&self) -> u64;
-    /// A short description (file and shape) for messages.
-    fn describe(&self) -> String;
 }
 
 /// Targets already flattened in memory (`n × U`).
@@ -57,9 +55,6 @@ impl Targets for FlatTargets<'_> {
     }
     fn resident_bytes(&self) -> u64 {
         self.y.len() as u64 * 8
-    }
-    fn describe(&self) -> String {
-        format!("in-memory Y {:?}", self.y.shape())
     }
 }
 
@@ -149,11 +144,6 @@ impl NpyTargets {
             decode,
         })
     }
-
-    /// The file's header.
-    pub fn header(&self) -> &npy::Header {
-        &self.header
-    }
 }
 
 impl Targets for NpyTargets {
@@ -221,8 +211,5 @@ impl Targets for NpyTargets {
     }
     fn resident_bytes(&self) -> u64 {
         0
-    }
-    fn describe(&self) -> String {
-        format!("{} {:?}", io::shown(&self.path), self.header.shape)
     }
 }
