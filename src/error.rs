@@ -26,6 +26,13 @@ pub enum Error {
     /// The GPU reported an error (validation, device loss, mapping failure, time-out).
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// The data do not meet a requirement of the algorithm (e.g. too few valid trials or
+    /// observations); the Python references `assert` these.
+    #[error("insufficient data: {0}")]
+    InsufficientData(String),
+    /// The run was cancelled through its [`crate::Cancel`] flag.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Reading or writing a file failed.
     #[error("I/O error on {path}: {msg}")]
     Io {

@@ -25,6 +25,7 @@
 //!   [`error`] at the bottom. [`simulate`] makes data for the demo, benchmarks and tests.
 
 pub mod backend;
+pub mod cancel;
 pub mod cpu;
 pub mod device;
 pub mod dispatch;
@@ -37,6 +38,7 @@ pub mod linalg;
 pub mod ridge;
 pub mod simulate;
 
+pub use cancel::Cancel;
 pub use device::{Device, GpuSelector};
 pub use error::{Error, Result};
 

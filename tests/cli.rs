@@ -384,6 +384,42 @@ fn no_adapter_is_a_clear_error_for_explicit_gpu() {
 }
 
 #[test]
+fn neurofit_device_sets_the_default_device() {
+    let d = tmpdir("envdev");
+    let out = d.join("model.npz");
+    let fit = |env: &str, extra: &[&str]| {
+        let mut c = bin();
+        c.env("NEUROFIT_DEVICE", env).args([
+            "ridge",
+            "fit",
+            "--x",
+            &fixture("small_select", "X_train.npy"),
+            "--y",
+            &fixture("small_select", "Y_train.npy"),
+            "--n-feat",
+            "30",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        c.args(extra).output().unwrap()
+    };
+    let o = fit("cpu", &[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("on cpu"));
+    std::fs::remove_file(&out).unwrap();
+    let o = fit("quantum", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("NEUROFIT_DEVICE") && err.contains("quantum"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // --device wins over the variable
+    let o = fit("quantum", &["--device", "cpu"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
 fn devices_lists_the_cpu() {
     let o = bin().arg("devices").output().unwrap();
     assert!(o.status.success());

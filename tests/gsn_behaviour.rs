@@ -69,6 +69,8 @@ fn a_condition_without_valid_trials_is_an_error_in_fast_mode(dev: Device) {
     d[(2, 4, 1)] = f64::NAN;
     let e = perform_gsn(d.view(), &on(dev.clone())).unwrap_err();
     assert!(e.to_string().contains("at least 1 valid trial"), "{e}");
+    // the reference asserts here: the kind the Python package maps to AssertionError
+    assert!(matches!(e, Error::InsufficientData(_)), "{e:?}");
     let o = GsnOptions {
         uneven: Uneven::Missing,
         ..on(dev.clone())
@@ -142,6 +144,7 @@ fn uneven_data_without_enough_repeated_trials_is_an_error(dev: Device) {
             .contains("validation data did not have any conditions with at least two observations"),
         "{e}"
     );
+    assert!(matches!(e, Error::InsufficientData(_)), "{e:?}");
     // now every training condition has a single valid trial instead
     let mut d = data(3, 10, 2, 9);
     for c in [0, 1, 2, 3, 4, 7, 8, 9] {
@@ -188,7 +191,7 @@ fn data_whose_covariance_overflows_is_an_error_not_a_silent_answer(dev: Device) 
 type Case = (&'static str, fn(Device));
 
 fn main() {
-    let cases: [Case; 11] = [
+    let cases: [Case; 12] = [
         (
             "too_few_trials_or_conditions_are_errors",
             too_few_trials_or_conditions_are_errors,
@@ -227,12 +230,35 @@ fn main() {
             "returns_selector_limits_outputs",
             returns_selector_limits_outputs,
         ),
+        (
+            "a_cancelled_run_stops_with_interrupted",
+            a_cancelled_run_stops_with_interrupted,
+        ),
     ];
     let mut suite = Suite::new();
     for (name, f) in cases {
         suite.each_backend(name, true, f);
     }
     suite.run()
+}
+
+fn a_cancelled_run_stops_with_interrupted(dev: Device) {
+    let cancel = neurofit::Cancel::new();
+    cancel.cancel();
+    let o = GsnOptions {
+        cancel: Some(cancel),
+        ..on(dev.clone())
+    };
+    let e = perform_gsn(data(5, 12, 3, 12).view(), &o).unwrap_err();
+    assert!(matches!(e, Error::Interrupted(_)), "{e:?}");
+    // a flag that is not set changes nothing
+    let o = GsnOptions {
+        cancel: Some(neurofit::Cancel::new()),
+        ..on(dev.clone())
+    };
+    let a = perform_gsn(data(5, 12, 3, 12).view(), &o).unwrap();
+    let b = perform_gsn(data(5, 12, 3, 12).view(), &on(dev)).unwrap();
+    assert_eq!(a.c_sb, b.c_sb);
 }
 
 fn returns_selector_limits_outputs(dev: Device) {

@@ -17,6 +17,28 @@ fn data(n: usize, f: usize, u: usize) -> (Array2<f64>, Array2<f64>) {
     (x, y)
 }
 
+fn a_cancelled_fit_stops_with_interrupted(dev: Device) {
+    let (x, y) = data(40, 30, 6);
+    let cancel = neurofit::Cancel::new();
+    cancel.cancel();
+    for per_unit in [false, true] {
+        let mut q = p(5, &dev);
+        q.save_select_feat = per_unit;
+        q.cancel = Some(cancel.clone());
+        let e = fit(x.view(), y.view().into_dyn(), &q).unwrap_err();
+        assert!(
+            matches!(e, Error::Interrupted(_)),
+            "per_unit={per_unit}: {e:?}"
+        );
+        // an unset flag changes nothing
+        q.cancel = Some(neurofit::Cancel::new());
+        let a = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+        q.cancel = None;
+        let b = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+        assert_eq!(a.model.w, b.model.w);
+    }
+}
+
 fn p(k: usize, device: &Device) -> FitParams {
     FitParams {
         n_feat: k,
@@ -382,6 +404,10 @@ fn main() {
             the_budget_holds_on_every_path,
         ),
         ("f32_overflow_is_named", f32_overflow_is_named),
+        (
+            "a_cancelled_fit_stops_with_interrupted",
+            a_cancelled_fit_stops_with_interrupted,
+        ),
     ];
     let mut suite = Suite::new();
     for (name, f) in cases {

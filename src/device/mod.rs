@@ -32,6 +32,22 @@ pub enum Device {
     Gpu(GpuSelector),
 }
 
+/// The environment variable that sets the default device (`auto` when unset).
+pub const DEVICE_ENV: &str = "NEUROFIT_DEVICE";
+
+impl Device {
+    /// The default device: [`DEVICE_ENV`] (`NEUROFIT_DEVICE`) when set and not empty, else
+    /// `auto`. An unparsable value is an error naming the variable.
+    pub fn from_env() -> Result<Device> {
+        match std::env::var(DEVICE_ENV) {
+            Ok(v) if !v.trim().is_empty() => v
+                .parse()
+                .map_err(|e: Error| Error::UnknownOption(format!("{DEVICE_ENV}: {e}"))),
+            _ => Ok(Device::Auto),
+        }
+    }
+}
+
 impl FromStr for Device {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

@@ -47,9 +47,12 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
     match data.ndim() {
         2 => {
             let x = data.into_dimensionality::<Ix2>().expect("2-D");
-            if x.iter().any(|v| !v.is_finite()) {
-                return Err(Error::NonFinite(
-                    "2-D input must be finite (NaN is allowed only for 3-D input)".into(),
+            if x.iter().any(|v| v.is_infinite()) {
+                return Err(Error::NonFinite("2-D input has Inf".into()));
+            }
+            if x.iter().any(|v| v.is_nan()) {
+                return Err(Error::InsufficientData(
+                    "2-D input has NaN (NaN is allowed only for 3-D input)".into(),
                 ));
             }
             let nobs = x.nrows();
@@ -83,7 +86,9 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
                 return Err(Error::NonFinite("input has Inf".into()));
             }
             if ncase < 2 && x.iter().any(|v| v.is_nan()) {
-                return Err(Error::InvalidInput("NaN rows need at least 2 cases".into()));
+                return Err(Error::InsufficientData(
+                    "NaN rows need at least 2 cases".into(),
+                ));
             }
             // per case: valid rows, residuals about the case mean scaled by 1/sqrt(rows − 1)
             let mut resid: Vec<Option<Array2<f64>>> = Vec::with_capacity(ncase);
@@ -92,7 +97,7 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
                     .filter(|&o| (0..nvar).all(|j| !x[(o, j, ci)].is_nan()))
                     .collect();
                 if rows.is_empty() {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::InsufficientData(format!(
                         "case {ci} has no valid observation"
                     )));
                 }
@@ -118,12 +123,14 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
             let p = randperm(ncase);
             let v = held_out_count(ncase, leaveout);
             let ct = pooled(&p[v..]).ok_or_else(|| {
-                Error::InvalidInput("no training case with at least two valid observations".into())
+                Error::InsufficientData(
+                    "no training case with at least two valid observations".into(),
+                )
             })?;
             let held: Vec<Array2<f64>> =
                 p[..v].iter().filter_map(|&ci| resid[ci].clone()).collect();
             if held.is_empty() && v > 0 {
-                return Err(Error::InvalidInput(
+                return Err(Error::InsufficientData(
                     "validation data did not have any cases with at least two observations".into(),
                 ));
             }

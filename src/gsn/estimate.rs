@@ -146,6 +146,7 @@ pub fn run<B: Backend>(
         "covariances + shrinkage selection".to_string(),
         t0.elapsed(),
     ));
+    crate::cancel::check(opt.cancel.as_ref(), "after the shrinkage selection")?;
     if est.cn.iter().chain(est.cd.iter()).any(|v| !v.is_finite()) {
         let big = data
             .iter()
@@ -167,7 +168,14 @@ pub fn run<B: Backend>(
             s / d
         }
     });
-    let bc = psd::biconvex(est.cn.view(), est.cd.view(), c, &scale, est.k)?;
+    let bc = psd::biconvex(
+        est.cn.view(),
+        est.cd.view(),
+        c,
+        &scale,
+        est.k,
+        opt.cancel.as_ref(),
+    )?;
     if ncsnr.iter().chain(bc.csb.iter()).any(|v| !v.is_finite()) {
         return Err(Error::NonFinite(
             "the signal covariance or ncsnr is not finite (the data's scale exceeds the float64 range); rescale the data".into(),
@@ -219,7 +227,7 @@ fn pooled_path<B: Backend>(
     let (n, c, _) = data.dim();
     let valid = complete_trials(data);
     if let Some(ci) = valid.iter().position(|v| v.is_empty()) {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::InsufficientData(format!(
             "all conditions must have at least 1 valid trial (condition {ci} has none: a NaN in any unit invalidates a trial in uneven='fast' mode; try uneven='missing')"
         )));
     }
@@ -227,7 +235,7 @@ fn pooled_path<B: Backend>(
     let noise = noise_parts(data, &valid);
     let (held, train) = split(c);
     let a_n = pooled_cov(&noise, &train, n).ok_or_else(|| {
-        Error::InvalidInput(
+        Error::InsufficientData(
             "no condition with at least two valid observations in the training split".into(),
         )
     })?;
@@ -238,7 +246,7 @@ fn pooled_path<B: Backend>(
         }
     }
     if pts.is_empty() && !held.is_empty() {
-        return Err(Error::InvalidInput(
+        return Err(Error::InsufficientData(
             "validation data did not have any conditions with at least two observations".into(),
         ));
     }

@@ -19,7 +19,7 @@ use crate::device::Device;
 use crate::dispatch::{self, Job};
 use crate::error::{Error, Result};
 use crate::Dtype;
-use ndarray::{Array1, Array2, ArrayView3, ArrayViewD};
+use ndarray::{Array1, Array2, ArrayView2, ArrayView3, ArrayViewD};
 use shrink::Scorer;
 use std::fmt;
 use std::str::FromStr;
@@ -134,6 +134,9 @@ pub struct GsnOptions {
     pub dtype: Dtype,
     /// Memory budget in bytes.
     pub max_memory: Option<u64>,
+    /// Polled between stages and biconvex iterations: once set, the run stops with
+    /// [`crate::Error::Interrupted`].
+    pub cancel: Option<crate::Cancel>,
 }
 
 impl Default for GsnOptions {
@@ -151,6 +154,7 @@ impl Default for GsnOptions {
             device: Device::Auto,
             dtype: Dtype::F64,
             max_memory: None,
+            cancel: None,
         }
     }
 }
@@ -341,5 +345,44 @@ pub fn calc_shrunken_covariance(
         levels,
         wantfull,
     };
+    Ok(dispatch::run(device, Dtype::F64, flops, None, "scorer", &job)?.output)
+}
+
+struct NllJob<'a> {
+    cov: ArrayView2<'a, f64>,
+    pts: ArrayView2<'a, f64>,
+    levels: &'a [f64],
+}
+
+impl Job for NllJob<'_> {
+    type Output = Vec<f64>;
+    fn run<B: Backend>(&self, be: &B) -> Result<Vec<f64>> {
+        be.shrinkage_nll(self.cov, self.pts, self.levels, Dtype::F64)
+    }
+}
+
+/// The held-out Gaussian NLL of every shrinkage level (spec §5): `cov` is the `N × N` training
+/// covariance, `pts` the `M × N` held-out points (already centred), one value per level; NaN
+/// where the shrunk covariance is not positive definite. Runs on `device` (f64).
+pub fn shrinkage_nll(
+    cov: ArrayView2<f64>,
+    pts: ArrayView2<f64>,
+    levels: &[f64],
+    device: &Device,
+) -> Result<Vec<f64>> {
+    shrink::check_levels(levels)?;
+    let n = cov.nrows();
+    if cov.ncols() != n || pts.ncols() != n {
+        return Err(Error::InvalidInput(format!(
+            "cov must be N × N and pts M × N, got {:?} and {:?}",
+            cov.shape(),
+            pts.shape()
+        )));
+    }
+    if cov.iter().chain(pts.iter()).any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite("cov and pts must be finite".into()));
+    }
+    let flops = 2.0 * levels.len() as f64 * (n as f64).powi(3) / 3.0;
+    let job = NllJob { cov, pts, levels };
     Ok(dispatch::run(device, Dtype::F64, flops, None, "scorer", &job)?.output)
 }

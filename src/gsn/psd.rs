@@ -104,13 +104,15 @@ pub struct Biconvex {
     pub numiters: usize,
 }
 
-/// The biconvex refinement with cap 100 (spec §8). `k` is the effective trial count.
+/// The biconvex refinement with cap 100 (spec §8). `k` is the effective trial count; `cancel`
+/// is polled before each pass.
 pub fn biconvex(
     cn: ArrayView2<f64>,
     cd: ArrayView2<f64>,
     c: usize,
     scale: &NoiseScale,
     k: f64,
+    cancel: Option<&crate::Cancel>,
 ) -> Result<Biconvex> {
     let cf = c as f64;
     let d = cf * k * k * (k - 1.0) + cf - 1.0;
@@ -122,6 +124,7 @@ pub fn biconvex(
     let mut n_prev = cn.to_owned();
     const CAP: usize = 100;
     for it in 0..CAP {
+        crate::cancel::check(cancel, "in the biconvex refinement")?;
         let sb = nearest_psd(scale.signal(cd, nb.view()).view())?;
         let target = &cn * a + &((&cd - &sb) * (b * k));
         nb = nearest_psd(target.view())?;

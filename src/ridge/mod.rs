@@ -217,6 +217,7 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             no_selection,
             norm: params.spatial_norm,
             select_sample: params.select_sample,
+            cancel: params.cancel.clone(),
         };
         let r = per_unit::fit_per_unit(x.view(), y2.view(), &opt, &report)?;
         let t = vec![("per-unit fit".to_string(), t0.elapsed())];
@@ -252,6 +253,7 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             keep_values: false,
             keep_corr: true,
             progress: &report,
+            cancel: params.cancel.as_ref(),
             on_chunk: None,
         };
         let (o, device) = run_job(params, job.flops(), &job, &mut warnings)?;

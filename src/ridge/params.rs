@@ -114,6 +114,9 @@ pub struct FitParams {
     pub max_memory: Option<u64>,
     /// Called as units finish.
     pub progress: Option<Progress>,
+    /// Polled between chunks (and per unit on the per-unit path): once set, the fit stops with
+    /// [`crate::Error::Interrupted`].
+    pub cancel: Option<crate::Cancel>,
 }
 
 impl Default for FitParams {
@@ -129,6 +132,7 @@ impl Default for FitParams {
             device: Device::Auto,
             max_memory: None,
             progress: None,
+            cancel: None,
         }
     }
 }

@@ -242,6 +242,8 @@ pub struct SelectedFit<'a> {
     pub keep_corr: bool,
     /// Called with the number of units finished.
     pub progress: &'a (dyn Fn(usize) + Sync),
+    /// Polled before each chunk.
+    pub cancel: Option<&'a crate::Cancel>,
     /// Called with each chunk's results as it finishes (e.g. to stream W to a file).
     pub on_chunk: Option<&'a ChunkFn<'a>>,
 }
@@ -317,6 +319,7 @@ impl Job for SelectedFit<'_> {
         let mut b = Array1::<f64>::zeros(units);
         let mut selected = Array2::<u32>::zeros((units, k));
         for local in planner::ranges(units, chunk) {
+            crate::cancel::check(self.cancel, "between unit chunks")?;
             let range = local.start + self.units.start..local.end + self.units.start;
             let t = Instant::now();
             let ychunk = self.read_chunk(range.clone())?;

@@ -113,6 +113,8 @@ pub struct PerUnitOptions {
     pub norm: Option<SpatialNorm>,
     /// Row selection per unit.
     pub select_sample: Option<SelectSample>,
+    /// Polled before each unit.
+    pub cancel: Option<crate::Cancel>,
 }
 
 /// Fits every unit of `y` (`n × U`, NaN allowed when `select_sample` is set).
@@ -128,6 +130,7 @@ pub fn fit_per_unit(
         no_selection,
         norm,
         select_sample,
+        ref cancel,
     } = *opt;
     let (n, f) = x.dim();
     let units = y.ncols();
@@ -135,6 +138,7 @@ pub fn fit_per_unit(
     let results: Vec<Result<(Vec<usize>, Vec<f64>)>> = (0..units)
         .into_par_iter()
         .map(|u| {
+            crate::cancel::check(cancel.as_ref(), "between units")?;
             let rows: Vec<usize> = match select_sample {
                 Some(SelectSample::RemoveNan) => (0..n).filter(|&i| !y[(i, u)].is_nan()).collect(),
                 None => (0..n).collect(),

@@ -550,6 +550,7 @@ pub fn fit_part(
         keep_values: sparse,
         keep_corr: false,
         progress: &report,
+        cancel: params.cancel.as_ref(),
         on_chunk: None,
     };
     let ran = dispatch::run(
@@ -661,6 +662,7 @@ pub fn fit_dense_to_file(
             keep_values: false,
             keep_corr: false,
             progress: &report,
+            cancel: params.cancel.as_ref(),
             on_chunk: Some(&on_chunk),
         };
         let ran = dispatch::run(

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 /// `neurofit demo`: FastL2LiR fit + predict, then GSN, on simulated data.
 pub fn run(device: &str) -> Result<()> {
-    let device: Device = device.parse()?;
+    let device: Device = crate::parse_device(device)?;
     let (n_train, n_test, voxels, units, k) = (1000, 200, 3000, 300, 200);
     println!("neurofit demo: FastL2LiR on simulated fMRI-like data");
     println!(

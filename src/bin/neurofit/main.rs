@@ -51,7 +51,7 @@ enum Cmd {
     /// Fit and predict on simulated fMRI-like data; prints device, stage timings and accuracy.
     Demo {
         /// Device: auto, cpu, gpu, gpu:N or gpu:NAME.
-        #[arg(long, default_value = "auto")]
+        #[arg(long, env = "NEUROFIT_DEVICE", default_value = "auto")]
         device: String,
     },
 }
@@ -111,7 +111,7 @@ struct FitArgs {
     #[arg(long)]
     dtype: Option<String>,
     /// Device: auto, cpu, gpu, gpu:N or gpu:NAME.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = "NEUROFIT_DEVICE", default_value = "auto")]
     device: String,
     /// Memory budget, e.g. 2GiB (default: from the platform).
     #[arg(long)]
@@ -139,7 +139,7 @@ struct PredictArgs {
     #[arg(long)]
     out: PathBuf,
     /// Device: auto, cpu, gpu, gpu:N or gpu:NAME.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = "NEUROFIT_DEVICE", default_value = "auto")]
     device: String,
 }
 
@@ -152,7 +152,7 @@ struct GsnArgs {
     #[arg(long)]
     out: PathBuf,
     /// Device for the shrinkage-NLL scorer: auto, cpu, gpu, gpu:N or gpu:NAME.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = "NEUROFIT_DEVICE", default_value = "auto")]
     device: String,
     /// Precision: f64 or f32 (default f64; f32 when an input is float16).
     #[arg(long)]
@@ -258,7 +258,7 @@ fn dtype_for(asked: Option<&str>, inputs: &[&Path]) -> Result<Dtype> {
 
 fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
     let dtype = dtype_for(a.dtype.as_deref(), &[&a.x, &a.y])?;
-    let device: Device = a.device.parse()?;
+    let device = parse_device(&a.device)?;
     let max_memory = a
         .max_memory
         .as_deref()
@@ -286,6 +286,7 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
         device,
         max_memory,
         progress,
+        cancel: None,
     };
     let shard: Option<Shard> = a.shard.as_deref().map(str::parse).transpose()?;
     let streamed = 0 < params.n_feat && params.n_feat < x.ncols() && !params.per_unit_path();
@@ -387,7 +388,7 @@ fn ridge_merge(a: MergeArgs, quiet: bool) -> Result<()> {
 }
 
 fn ridge_predict(a: PredictArgs) -> Result<()> {
-    let device: Device = a.device.parse()?;
+    let device = parse_device(&a.device)?;
     let budget = memory::default_cpu_budget();
     let model = Model::load(&a.model)?;
     let x = read_matrix(&a.x, "X", budget)?;
@@ -419,13 +420,14 @@ fn run_gsn(a: GsnArgs, quiet: bool) -> Result<()> {
         shrink_levels,
         uneven: a.uneven.parse()?,
         returns: ReturnItem::parse_list(&a.returns)?,
-        device: a.device.parse()?,
+        device: parse_device(&a.device)?,
         dtype,
         max_memory: a
             .max_memory
             .as_deref()
             .map(memory::parse_size)
             .transpose()?,
+        cancel: None,
     };
     let raw = io::read_npy_within(
         &a.data,
@@ -533,6 +535,17 @@ fn run_bench(a: BenchArgs, quiet: bool) -> Result<()> {
         io::shown(&a.out)
     );
     Ok(())
+}
+
+/// Parses `--device` (whose default comes from NEUROFIT_DEVICE), naming the variable when the
+/// bad value came from it.
+pub(crate) fn parse_device(s: &str) -> Result<Device> {
+    use neurofit::device::DEVICE_ENV;
+    s.parse()
+        .map_err(|e: Error| match std::env::var(DEVICE_ENV) {
+            Ok(v) if v == s => Error::UnknownOption(format!("{DEVICE_ENV}: {e}")),
+            _ => e,
+        })
 }
 
 fn devices() {
