@@ -88,9 +88,9 @@ pub fn at_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
 
 /// `bt · atᵀ` (`q × p`, row-major) for `bt = bᵀ` and `at = aᵀ` from [`transposed`]: the cross
 /// product `bᵀa` of the original row-major matrices, e.g. `YᵀX₁`.
-pub fn cross_t(bt: MatRef<'_, f64>, at: MatRef<'_, f64>) -> Array2<f64> {
+pub fn cross_t<T: Real>(bt: MatRef<'_, T>, at: MatRef<'_, T>) -> Array2<T> {
     let (q, p) = (bt.nrows(), at.nrows());
-    let mut out = Array2::<f64>::zeros((q, p));
+    let mut out = Array2::<T>::default((q, p));
     let dst = MatMut::from_row_major_slice_mut(out.as_slice_mut().expect("standard layout"), q, p);
     // the row-major q × p result is the column-major p × q matrix at · btᵀ
     faer::linalg::matmul::matmul(
@@ -98,7 +98,7 @@ pub fn cross_t(bt: MatRef<'_, f64>, at: MatRef<'_, f64>) -> Array2<f64> {
         Accum::Replace,
         at,
         bt.transpose(),
-        1.0,
+        T::of(1.0),
         par(),
     );
     out
@@ -118,21 +118,55 @@ pub fn a_b(a: ArrayView2<f64>, b: ArrayView2<f64>) -> Array2<f64> {
     out
 }
 
+/// The element types the CPU computes in: `f64`, and `f32` for f32 fits.
+pub trait Real: faer::traits::RealField + Copy + Default + Send + Sync + 'static {
+    /// Bytes per element.
+    const BYTES: usize;
+    /// Rounds an f64 to this type.
+    fn of(v: f64) -> Self;
+    /// Widens to f64.
+    fn f64(self) -> f64;
+}
+
+impl Real for f64 {
+    const BYTES: usize = 8;
+    #[inline]
+    fn of(v: f64) -> Self {
+        v
+    }
+    #[inline]
+    fn f64(self) -> f64 {
+        self
+    }
+}
+
+impl Real for f32 {
+    const BYTES: usize = 4;
+    #[inline]
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    #[inline]
+    fn f64(self) -> f64 {
+        self as f64
+    }
+}
+
 /// A symmetric matrix of which only the lower triangle is stored and meaningful, column-major
 /// with SIMD-aligned columns. Built in a `vec![0.0; …]` buffer: the allocator hands out zeroed
 /// pages lazily, where `Mat::zeros` spent 1–3 s writing zeros into a 1.8 GB Gram matrix
 /// (measured, F = 15000) before the product even started.
-pub struct Gram {
-    data: Vec<f64>,
+pub struct Gram<T: Real = f64> {
+    data: Vec<T>,
     dim: usize,
     stride: usize,
 }
 
-impl Gram {
+impl<T: Real> Gram<T> {
     /// A zero matrix of size `dim`.
     pub fn zeros(dim: usize) -> Self {
-        let stride = dim.div_ceil(8) * 8;
-        let data = vec![0.0; stride * dim];
+        let stride = dim.div_ceil(16) * 16;
+        let data = vec![T::default(); stride * dim];
         advise_huge_pages(&data);
         Gram { data, dim, stride }
     }
@@ -142,12 +176,12 @@ impl Gram {
     }
     /// Element `(i, j)` with `i ≥ j` (lower triangle).
     #[inline]
-    pub fn lower(&self, i: usize, j: usize) -> f64 {
+    pub fn lower(&self, i: usize, j: usize) -> T {
         self.data[j * self.stride + i]
     }
     /// Element `(i, j)` of the symmetric matrix.
     #[inline]
-    pub fn sym(&self, i: usize, j: usize) -> f64 {
+    pub fn sym(&self, i: usize, j: usize) -> T {
         if i >= j {
             self.lower(i, j)
         } else {
@@ -156,17 +190,11 @@ impl Gram {
     }
     /// Sets lower element `(i, j)`, `i ≥ j`.
     #[inline]
-    pub fn set_lower(&mut self, i: usize, j: usize, v: f64) {
+    pub fn set_lower(&mut self, i: usize, j: usize, v: T) {
         self.data[j * self.stride + i] = v;
     }
-    /// Adds `alpha` to the diagonal.
-    pub fn add_diag(&mut self, alpha: f64) {
-        for i in 0..self.dim {
-            self.data[i * self.stride + i] += alpha;
-        }
-    }
     /// A mutable faer view.
-    pub fn as_mut(&mut self) -> MatMut<'_, f64> {
+    pub fn as_mut(&mut self) -> MatMut<'_, T> {
         MatMut::from_column_major_slice_with_stride_mut(
             &mut self.data,
             self.dim,
@@ -176,10 +204,19 @@ impl Gram {
     }
 }
 
+impl Gram<f64> {
+    /// Adds `alpha` to the diagonal.
+    pub fn add_diag(&mut self, alpha: f64) {
+        for i in 0..self.dim {
+            self.data[i * self.stride + i] += alpha;
+        }
+    }
+}
+
 /// Asks the kernel to back a large, not yet touched buffer with transparent huge pages
 /// (`MADV_HUGEPAGE`; the machines here run THP in `madvise` mode): first-touch page faults on a
 /// 1.8 GB Gram matrix drop 512-fold. Best effort: errors are ignored, no-op off Linux.
-pub fn advise_huge_pages(data: &[f64]) {
+pub fn advise_huge_pages<T>(data: &[T]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -264,9 +301,9 @@ pub fn gram_lower(a: ArrayView2<f64>) -> Gram {
 }
 
 /// The lower triangle of `at · atᵀ` for `at = aᵀ` from [`transposed`].
-pub fn gram_lower_t(at: MatRef<'_, f64>) -> Gram {
+pub fn gram_lower_t<T: Real>(at: MatRef<'_, T>) -> Gram<T> {
     let p = at.nrows();
-    let mut g = Gram::zeros(p);
+    let mut g = Gram::<T>::zeros(p);
     faer::linalg::matmul::triangular::matmul(
         g.as_mut(),
         BlockStructure::TriangularLower,
@@ -275,7 +312,7 @@ pub fn gram_lower_t(at: MatRef<'_, f64>) -> Gram {
         BlockStructure::Rectangular,
         at.transpose(),
         BlockStructure::Rectangular,
-        1.0,
+        T::of(1.0),
         par(),
     );
     g

@@ -191,7 +191,7 @@ fn data_whose_covariance_overflows_is_an_error_not_a_silent_answer(dev: Device) 
 type Case = (&'static str, fn(Device));
 
 fn main() {
-    let cases: [Case; 12] = [
+    let cases: [Case; 13] = [
         (
             "too_few_trials_or_conditions_are_errors",
             too_few_trials_or_conditions_are_errors,
@@ -234,6 +234,10 @@ fn main() {
             "a_cancelled_run_stops_with_interrupted",
             a_cancelled_run_stops_with_interrupted,
         ),
+        (
+            "eig_scorer_agrees_with_cholesky_per_level",
+            eig_scorer_agrees_with_cholesky_per_level,
+        ),
     ];
     let mut suite = Suite::new();
     for (name, f) in cases {
@@ -259,6 +263,95 @@ fn a_cancelled_run_stops_with_interrupted(dev: Device) {
     let a = perform_gsn(data(5, 12, 3, 12).view(), &o).unwrap();
     let b = perform_gsn(data(5, 12, 3, 12).view(), &on(dev)).unwrap();
     assert_eq!(a.c_sb, b.c_sb);
+}
+
+/// The Cholesky scorer on `dev`, level by level (the arbiter).
+struct CholeskyCurve<'a> {
+    cov: &'a Array2<f64>,
+    pts: &'a Array2<f64>,
+    levels: &'a [f64],
+}
+
+impl neurofit::dispatch::Job for CholeskyCurve<'_> {
+    type Output = Vec<f64>;
+    fn run<B: neurofit::backend::Backend>(&self, be: &B) -> neurofit::Result<Vec<f64>> {
+        be.shrinkage_nll(
+            self.cov.view(),
+            self.pts.view(),
+            self.levels,
+            neurofit::Dtype::F64,
+        )
+    }
+}
+
+fn eig_scorer_agrees_with_cholesky_per_level(dev: Device) {
+    let levels = neurofit::gsn::shrink::default_levels();
+    let mut r = Rng::new(77);
+    let mut cases: Vec<(&str, Array2<f64>, Array2<f64>)> = Vec::new();
+    for (name, rows, n) in [("full rank", 400, 60), ("rank deficient", 30, 60)] {
+        let x = Array2::from_shape_fn((rows, n), |_| r.normal());
+        let mix =
+            Array2::from_shape_fn((n, n), |(i, j)| if i == j { 1.0 } else { 0.3 * r.normal() });
+        let xm = x.dot(&mix);
+        let cov = xm.t().dot(&xm) / rows as f64;
+        let pts = Array2::from_shape_fn((25, n), |_| r.normal()).dot(&mix);
+        cases.push((name, cov, pts));
+    }
+    // indefinite: a contiguous top block of levels fails
+    let n = 40;
+    let b = Array2::from_shape_fn((n, n), |_| r.normal());
+    let mut ind = (&b + &b.t()) * 0.3;
+    for i in 0..n {
+        ind[(i, i)] = 2.0 + r.normal().abs();
+    }
+    cases.push((
+        "indefinite",
+        ind,
+        Array2::from_shape_fn((10, n), |_| r.normal()),
+    ));
+    // a zero variance: every level fails
+    let (_, mut zero, pz) = cases[0].clone();
+    zero.row_mut(3).fill(0.0);
+    zero.column_mut(3).fill(0.0);
+    cases.push(("zero variance", zero, pz));
+    for (name, cov, pts) in &cases {
+        let got = neurofit::gsn::shrinkage_nll(cov.view(), pts.view(), &levels, &dev).unwrap();
+        let be = neurofit::dispatch::resolve(&dev, neurofit::Dtype::F64, 1.0, None).unwrap();
+        let want = be
+            .run(&CholeskyCurve {
+                cov,
+                pts,
+                levels: &levels,
+            })
+            .unwrap();
+        let scale = want
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(a.is_nan(), b.is_nan(), "{name}: level {k}: {a} vs {b}");
+            if !b.is_nan() {
+                assert!(
+                    (a - b).abs() <= 1e-10 * scale.max(1.0),
+                    "{name}: level {k}: {a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(
+            neurofit::gsn::shrink::choose(&got),
+            neurofit::gsn::shrink::choose(&want),
+            "{name}: chosen level"
+        );
+        if *name == "rank deficient" {
+            assert!(got[50].is_nan() && !got[49].is_nan());
+        }
+        if *name == "indefinite" {
+            assert!(got[50].is_nan() && !got[0].is_nan());
+        }
+        if *name == "zero variance" {
+            assert!(got.iter().all(|v| v.is_nan()));
+        }
+    }
 }
 
 fn returns_selector_limits_outputs(dev: Device) {

@@ -184,7 +184,20 @@ fn scorer_case(case: &str, device: Device) {
         })
         .unwrap();
     let got = ndarray::Array1::from(got).into_dyn();
-    close_abs(case, &got, &want.into_dyn(), 1e-9);
+    let want = want.into_dyn();
+    close_abs(case, &got, &want, 1e-9);
+    // the pipeline's scorer (one eigendecomposition on the CPU, Cholesky arbiter): same curve,
+    // same NaN levels
+    let piped = neurofit::gsn::shrinkage_nll(c.view(), pts.view(), &levels, &device).unwrap();
+    let piped = ndarray::Array1::from(piped).into_dyn();
+    for (a, b) in piped.iter().zip(want.iter()) {
+        assert_eq!(
+            a.is_nan(),
+            b.is_nan(),
+            "{case}: NaN levels differ: {piped} vs {want}"
+        );
+    }
+    close_abs(&format!("{case} (pipeline scorer)"), &piped, &want, 1e-9);
     let idx = neurofit::gsn::shrink::choose(got.as_slice().unwrap()).unwrap_or(0);
     let p = params(G, case);
     if let Some(k) = p["chosen_index"]

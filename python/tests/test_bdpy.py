@@ -56,7 +56,9 @@ def pipeline(model_factory, save_format, tmp, X, Y, Xt):
 
 
 @pytest.mark.parametrize("save_format", ["bdmodel", "pickle"])
+# fastl2lir 0.11's own numpy deprecation warnings (np.matrix; array-to-scalar, numpy 1.25)
 @pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_bdpy_pipeline_matches_fastl2lir(tmp_path, save_format):
     need("bdpy")
     fastl2lir = need("fastl2lir")

@@ -1,6 +1,8 @@
 """Every FastL2LiR fixture (outputs of fastl2lir 0.11) through the Python API, on the CPU and
 the test GPU. Tolerances as in the Rust tests: f64 1e-9 x max|ref|, f32 1e-4 x max|ref|."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -21,8 +23,13 @@ def test_fixture(case, device):
     Y = load(M, case, "Y_train")
     Xt = load(M, case, "X_test")
     model = neurofit.FastL2LiR(device=device)
-    ret = model.fit(X, Y, dtype=dtype, **fk)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ret = model.fit(X, Y, dtype=dtype, **fk)
     assert ret is model
+    # the reference's UserWarning exactly when n_feat exceeds the features
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert bool(said) == (fk.get("n_feat", 0) > X.shape[1]), said
     sfx = "_mergesort" if case == "ties" else ""
     W_ref = load(M, case, "W" + sfx)
     b_ref = load(M, case, "b" + sfx)

@@ -3,6 +3,8 @@ GPU, with the Rust tests' tolerances: f64 levels and numiters identical, values 
 1e-9 + 1e-9 x max|ref|; f32 values within 1e-4 x max|ref|, a level may move one grid step only
 at a documented near-tie."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,11 @@ def test_perform_gsn(case, device):
     data = load(G, case, "data")
     f32 = data.dtype == np.float32
     assert f32 == (p["data_generation"].get("cast") == "float32")
-    r = neurofit.perform_gsn(data, opt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = neurofit.perform_gsn(data, opt)
+    # missing-units fall-backs are reported as UserWarnings, nothing else warns
+    assert all(issubclass(w.category, UserWarning) for w in caught)
     sub = "alt_torch_cpu" if case == "single_unit" else ""
     ld = lambda n: np.load(case_dir(G, case) / sub / f"{n}.npy")  # noqa: E731
     tol = 1e-4 if f32 else 1e-9

@@ -1,20 +1,25 @@
 //! The CPU backend: faer for the dense products and factorisations, rayon across units and
-//! shrinkage levels. Always computes in f64; an f32 fit's inputs are rounded to f32 by the
-//! model layer first and its outputs rounded back, so the CPU twin of an f32 GPU fit is its
-//! f64-accurate reference.
+//! shrinkage levels. The selection path runs on one centred copy of X ([`centred`]) in the fit's
+//! precision (f32 products at f32 speed for f32 fits; the small systems are solved in f64, as
+//! the reference does); the dense paths and predictions compute in f64 (an f32 fit's inputs
+//! are rounded to f32 by the model layer first and its outputs rounded back).
 //!
 //! Matrices are held transposed (`Aᵀ`, column-major, SIMD-aligned columns): the operand layout
 //! faer's products run fastest on.
 
-use crate::backend::{Backend, FeatureLayout, Op, Solved, LOW_VARIANCE, UNDEFINED_CORR};
+pub mod centred;
+
+use crate::backend::{Backend, FeatureLayout, Op, Solved};
 use crate::device::planner::{self, Limits, Stage};
 use crate::error::Result;
-use crate::linalg::{self, cholesky_scratch, cholesky_solve_in_place};
+use crate::linalg::{self, cholesky_scratch, cholesky_solve_in_place, Real};
 use crate::Dtype;
+use centred::Centred;
 use faer::dyn_stack::MemStack;
 use faer::{Mat, Par};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
+use std::sync::OnceLock;
 
 /// The CPU backend with a memory budget in bytes.
 #[derive(Debug, Clone)]
@@ -29,17 +34,125 @@ impl CpuBackend {
     }
 }
 
-/// A features matrix on the CPU: `Aᵀ` (with the bias row when asked for) and, for
-/// correlations, the centred `Aᵀ` without bias and its row sums of squares.
+/// A features matrix on the CPU: `Aᵀ` (with the bias row when asked for), or for the
+/// correlations layout (the selection path) one centred copy in the fit's precision instead.
 pub struct CpuFeatures {
-    at: Mat<f64>,
-    centred: Option<(Mat<f64>, Vec<f64>)>,
+    form: Form,
     rows: usize,
 }
 
-/// A chunk of targets on the CPU: `Yᵀ`.
+/// How the features are held.
+enum Form {
+    /// `Aᵀ` as uploaded (f64).
+    Plain(Mat<f64>),
+    /// Centred, f64.
+    C64(Centred<f64>),
+    /// Centred, f32.
+    C32(Centred<f32>),
+}
+
+/// A chunk of targets on the CPU: `Yᵀ`, and (made on first use by the selection path) its
+/// centred copy and the centred cross products `YcᵀXc`, shared by the correlations and the
+/// right-hand sides.
 pub struct CpuTargets {
     yt: Mat<f64>,
+    c64: OnceLock<Centred<f64>>,
+    c32: OnceLock<Centred<f32>>,
+    h64: OnceLock<Array2<f64>>,
+    h32: OnceLock<Array2<f32>>,
+}
+
+/// The Gram matrix on the CPU: of `Aᵀ` as uploaded, or centred (`XcᵀXc`, the bias terms
+/// restored per system).
+pub enum CpuGram {
+    /// `A Aᵀ` of the uploaded `Aᵀ` (lower triangle).
+    Plain(linalg::Gram),
+    /// `XcᵀXc` in f64.
+    Centred64(linalg::Gram<f64>, Vec<f64>, usize),
+    /// `XcᵀXc` in f32.
+    Centred32(linalg::Gram<f32>, Vec<f64>, usize),
+}
+
+/// Picks the per-precision members of the CPU's containers.
+trait Prec: Real {
+    fn targets(t: &CpuTargets) -> (&OnceLock<Centred<Self>>, &OnceLock<Array2<Self>>);
+}
+
+impl Prec for f64 {
+    fn targets(t: &CpuTargets) -> (&OnceLock<Centred<f64>>, &OnceLock<Array2<f64>>) {
+        (&t.c64, &t.h64)
+    }
+}
+
+impl Prec for f32 {
+    fn targets(t: &CpuTargets) -> (&OnceLock<Centred<f32>>, &OnceLock<Array2<f32>>) {
+        (&t.c32, &t.h32)
+    }
+}
+
+/// The centred targets and `YcᵀXc` of `y` against `x` (computed once per chunk).
+fn centred_cross<'a, T: Prec>(
+    x: &Centred<T>,
+    y: &'a CpuTargets,
+) -> (&'a Centred<T>, &'a Array2<T>) {
+    let (c, h) = T::targets(y);
+    let yc = c.get_or_init(|| Centred::of_rows(y.yt.as_ref()));
+    let h = h.get_or_init(|| centred::cross(yc, x));
+    (yc, h)
+}
+
+/// The selection path's solves on centred operands.
+fn solve_centred<T: Prec>(
+    g: &linalg::Gram<T>,
+    mean_x: &[f64],
+    rows: usize,
+    x: &Centred<T>,
+    y: &CpuTargets,
+    idx: ArrayView2<u32>,
+    alpha: f64,
+) -> Vec<std::result::Result<Vec<f64>, usize>> {
+    let (yc, h) = centred_cross(x, y);
+    let m = idx.ncols();
+    (0..idx.nrows())
+        .into_par_iter()
+        .map_init(
+            || {
+                (
+                    Mat::<f64>::zeros(m, m),
+                    Mat::<f64>::zeros(m, 1),
+                    cholesky_scratch(m),
+                    Vec::<(u32, usize)>::with_capacity(m),
+                )
+            },
+            |(a, rhs, mem, order), u| {
+                // gather in ascending feature order: each column of G is then read front to
+                // back (the bias, index F, stays last); the solution is put back in idx's order
+                order.clear();
+                order.extend(idx.row(u).iter().enumerate().map(|(r, &j)| (j, r)));
+                order.sort_unstable();
+                let sorted: Vec<u32> = order.iter().map(|&(j, _)| j).collect();
+                centred::gather(
+                    g,
+                    mean_x,
+                    h.view(),
+                    yc.mean[u],
+                    rows as f64,
+                    u,
+                    &sorted,
+                    alpha,
+                    a,
+                    rhs,
+                );
+                cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(mem))
+                    .map_err(|p| order[p].1)?;
+                let mut theta = vec![0.0; m];
+                for (r, &(_, orig)) in order.iter().enumerate() {
+                    theta[orig] = rhs[(r, 0)];
+                }
+                Ok(theta)
+            },
+        )
+        .collect()
 }
 
 /// `bt · atᵀ` (`q × p`), computed so that each row of the result does not depend on how many
@@ -47,32 +160,47 @@ pub struct CpuTargets {
 /// its matrix-matrix kernel, so a single row is computed as two (measured: with one unit per
 /// chunk, YᵀX₁ differed by up to 1.3e-10 absolute at fc8 size; every width from 2 up agrees
 /// bitwise).
-fn cross_rows(bt: faer::MatRef<'_, f64>, at: faer::MatRef<'_, f64>) -> Array2<f64> {
+fn cross_rows<T: Real>(bt: faer::MatRef<'_, T>, at: faer::MatRef<'_, T>) -> Array2<T> {
     if bt.nrows() == 1 {
-        let twice = Mat::<f64>::from_fn(2, bt.ncols(), |_, j| bt[(0, j)]);
+        let twice = Mat::<T>::from_fn(2, bt.ncols(), |_, j| bt[(0, j)]);
         let out = linalg::cross_t(twice.as_ref(), at);
         return out.slice(ndarray::s![0..1, ..]).to_owned();
     }
     linalg::cross_t(bt, at)
 }
 
-/// Turns raw cross products `Σ xc·yc` (`q × c`) and sums of squares into |r| with the
-/// reference's low-variance and zero-variance rules.
-fn finish_correlations(num: &mut Array2<f64>, ssx: &[f64], ssy: &[f64], n: usize) {
-    num.axis_iter_mut(Axis(0))
+/// The solves on the uploaded (uncentred) `X₁ᵀ` and its Gram matrix.
+fn solve_plain(
+    g: &linalg::Gram,
+    at: &Mat<f64>,
+    y: &CpuTargets,
+    idx: ArrayView2<u32>,
+    alpha: f64,
+) -> Vec<std::result::Result<Vec<f64>, usize>> {
+    let m = idx.ncols();
+    let h = cross_rows(y.yt.as_ref(), at.as_ref());
+    (0..idx.nrows())
         .into_par_iter()
-        .enumerate()
-        .for_each(|(u, mut row)| {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = if ssx[j] / (n as f64) < LOW_VARIANCE {
-                    0.0
-                } else if ssy[u] == 0.0 {
-                    UNDEFINED_CORR
-                } else {
-                    (*v / (ssx[j] * ssy[u]).sqrt()).abs()
-                };
-            }
-        });
+        .map_init(
+            || {
+                (
+                    Mat::<f64>::zeros(m, m),
+                    Mat::<f64>::zeros(m, 1),
+                    cholesky_scratch(m),
+                )
+            },
+            |(a, rhs, mem), u| {
+                let iu = idx.row(u);
+                let iu = iu.as_slice().expect("row-major indices");
+                gather_system(g, iu, alpha, a);
+                for (r, &i) in iu.iter().enumerate() {
+                    rhs[(r, 0)] = h[(u, i as usize)];
+                }
+                cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(mem))?;
+                Ok((0..m).map(|r| rhs[(r, 0)]).collect())
+            },
+        )
+        .collect()
 }
 
 /// Gathers the `m × m` system of one unit from the lower triangle of `g`, adding `alpha` on the
@@ -125,7 +253,7 @@ fn level_nll(cov: ArrayView2<f64>, pts_t: &Mat<f64>, level: f64) -> f64 {
 impl Backend for CpuBackend {
     type Features = CpuFeatures;
     type Targets = CpuTargets;
-    type Gram = linalg::Gram;
+    type Gram = CpuGram;
 
     fn describe(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
@@ -135,18 +263,20 @@ impl Backend for CpuBackend {
         Limits::cpu(self.budget)
     }
 
-    fn plan(&self, op: Op, _dtype: Dtype) -> Stage {
+    fn plan(&self, op: Op, dtype: Dtype) -> Stage {
         let threads = rayon::current_num_threads() as u64;
         let b = |x: usize| x as u64 * 8;
+        // elements of the selection path's centred operands, in the fit's precision
+        let t = |x: usize| x as u64 * dtype.size();
         match op {
             Op::Features { rows, cols, layout } => Stage::fixed(
                 "features (cpu)",
-                b(rows * (cols + usize::from(layout.bias)))
-                    + if layout.correlations {
-                        b(rows * cols + cols)
-                    } else {
-                        0
-                    },
+                if layout.correlations {
+                    // one centred copy, its means and sums of squares
+                    t(rows * cols) + b(2 * cols)
+                } else {
+                    b(rows * (cols + usize::from(layout.bias)))
+                },
             ),
             Op::Gram { dim, .. } => Stage::fixed("gram (cpu)", b(dim.div_ceil(8) * 8 * dim)),
             Op::SelectedUnits {
@@ -160,8 +290,8 @@ impl Backend for CpuBackend {
                 // per-thread system, right-hand side and Cholesky scratch
                 fixed: threads * b(2 * m * m + m),
                 fixed_binding: 0,
-                // Yᵀ, |r| and YᵀX₁ rows, the selection and the solution
-                per_item: b(rows + 2 * features + 1 + 2 * m),
+                // Yᵀ, |r|, the centred Yᵀ and YcᵀXc rows, the selection and the solution
+                per_item: b(rows + features + 1 + 2 * m) + t(rows + features),
                 per_item_binding: 0,
             },
             Op::Cross { q, rows, p } => Stage {
@@ -203,21 +333,26 @@ impl Backend for CpuBackend {
         &self,
         a: ArrayView2<f64>,
         layout: FeatureLayout,
-        _dtype: Dtype,
+        dtype: Dtype,
     ) -> Result<CpuFeatures> {
+        if layout.correlations {
+            // the selection path: one centred copy serves correlations, Gram and cross products
+            let form = match dtype {
+                Dtype::F64 => Form::C64(Centred::of_columns(a)),
+                Dtype::F32 => Form::C32(Centred::of_columns(a)),
+            };
+            return Ok(CpuFeatures {
+                form,
+                rows: a.nrows(),
+            });
+        }
         let at = if layout.bias {
             linalg::transposed_with_bias(a)
         } else {
             linalg::transposed(a)
         };
-        let centred = layout.correlations.then(|| {
-            let mut xt = linalg::transposed(a);
-            let ss = linalg::centre_rows(&mut xt);
-            (xt, ss)
-        });
         Ok(CpuFeatures {
-            at,
-            centred,
+            form: Form::Plain(at),
             rows: a.nrows(),
         })
     }
@@ -225,69 +360,80 @@ impl Backend for CpuBackend {
     fn upload_targets(&self, y: ArrayView2<f64>, _dtype: Dtype) -> Result<CpuTargets> {
         Ok(CpuTargets {
             yt: linalg::transposed(y),
+            c64: OnceLock::new(),
+            c32: OnceLock::new(),
+            h64: OnceLock::new(),
+            h32: OnceLock::new(),
         })
     }
 
-    fn gram(&self, a: &CpuFeatures) -> Result<linalg::Gram> {
-        Ok(linalg::gram_lower_t(a.at.as_ref()))
+    fn gram(&self, a: &CpuFeatures) -> Result<CpuGram> {
+        Ok(match &a.form {
+            Form::C64(c) => {
+                CpuGram::Centred64(linalg::gram_lower_t(c.ct.as_ref()), c.mean.clone(), a.rows)
+            }
+            Form::C32(c) => {
+                CpuGram::Centred32(linalg::gram_lower_t(c.ct.as_ref()), c.mean.clone(), a.rows)
+            }
+            Form::Plain(at) => CpuGram::Plain(linalg::gram_lower_t(at.as_ref())),
+        })
     }
 
-    fn gram_to_host(&self, g: linalg::Gram) -> Result<linalg::Gram> {
-        Ok(g)
+    fn gram_to_host(&self, g: CpuGram) -> Result<linalg::Gram> {
+        Ok(match g {
+            CpuGram::Plain(g) => g,
+            CpuGram::Centred64(g, mean, n) => centred::uncentred_gram(&g, &mean, n),
+            CpuGram::Centred32(g, mean, n) => centred::uncentred_gram(&g, &mean, n),
+        })
     }
 
     fn cross(&self, a: &CpuFeatures, b: &CpuTargets) -> Result<Array2<f64>> {
-        Ok(cross_rows(b.yt.as_ref(), a.at.as_ref()).reversed_axes())
+        Ok(match &a.form {
+            Form::C64(c) => centred::uncentred_cross(c, b.yt.as_ref()),
+            Form::C32(c) => centred::uncentred_cross(c, b.yt.as_ref()),
+            Form::Plain(at) => cross_rows(b.yt.as_ref(), at.as_ref()).reversed_axes(),
+        })
     }
 
     fn abs_correlations(&self, x: &CpuFeatures, y: &CpuTargets) -> Result<Array2<f64>> {
-        let (xc, ssx) = x.centred.as_ref().ok_or_else(|| {
-            crate::Error::InvalidInput("features uploaded without correlation statistics".into())
-        })?;
-        let mut yt = y.yt.clone();
-        let ssy = linalg::centre_rows(&mut yt);
-        let mut num = cross_rows(yt.as_ref(), xc.as_ref());
-        finish_correlations(&mut num, ssx, &ssy, x.rows);
-        Ok(num)
+        match &x.form {
+            Form::C64(c) => {
+                let (yc, h) = centred_cross(c, y);
+                Ok(centred::abs_correlations(h, c, yc, x.rows))
+            }
+            Form::C32(c) => {
+                let (yc, h) = centred_cross(c, y);
+                Ok(centred::abs_correlations(h, c, yc, x.rows))
+            }
+            Form::Plain(_) => Err(crate::Error::InvalidInput(
+                "features uploaded without correlation statistics".into(),
+            )),
+        }
     }
 
     fn solve_selected(
         &self,
-        g: &linalg::Gram,
+        g: &CpuGram,
         x: &CpuFeatures,
         y: &CpuTargets,
         idx: ArrayView2<u32>,
         alpha: f64,
     ) -> Result<Solved> {
         let m = idx.ncols();
-        let h = cross_rows(y.yt.as_ref(), x.at.as_ref());
-        let results: Vec<std::result::Result<Vec<f64>, usize>> = (0..idx.nrows())
-            .into_par_iter()
-            .map_init(
-                || {
-                    (
-                        Mat::<f64>::zeros(m, m),
-                        Mat::<f64>::zeros(m, 1),
-                        cholesky_scratch(m),
-                    )
-                },
-                |(a, rhs, mem), u| {
-                    let iu = idx.row(u);
-                    let iu = iu.as_slice().expect("row-major indices");
-                    gather_system(g, iu, alpha, a);
-                    for (r, &i) in iu.iter().enumerate() {
-                        rhs[(r, 0)] = h[(u, i as usize)];
-                    }
-                    cholesky_solve_in_place(
-                        a.as_mut(),
-                        rhs.as_mut(),
-                        Par::Seq,
-                        MemStack::new(mem),
-                    )?;
-                    Ok((0..m).map(|r| rhs[(r, 0)]).collect())
-                },
-            )
-            .collect();
+        let results = match (g, &x.form) {
+            (CpuGram::Centred64(g, mean, n), Form::C64(c)) => {
+                solve_centred(g, mean, *n, c, y, idx, alpha)
+            }
+            (CpuGram::Centred32(g, mean, n), Form::C32(c)) => {
+                solve_centred(g, mean, *n, c, y, idx, alpha)
+            }
+            (CpuGram::Plain(g), Form::Plain(at)) => solve_plain(g, at, y, idx, alpha),
+            _ => {
+                return Err(crate::Error::InvalidInput(
+                    "the Gram matrix and the features come from different uploads".into(),
+                ))
+            }
+        };
         let mut theta = Vec::with_capacity(idx.nrows() * m);
         let mut failed = Vec::with_capacity(idx.nrows());
         for r in results {
@@ -314,6 +460,11 @@ impl Backend for CpuBackend {
         _dtype: Dtype,
     ) -> Result<Array2<f64>> {
         // `x.at` is Xᵀ column-major: column r is sample r, contiguous
+        let Form::Plain(at) = &x.form else {
+            return Err(crate::Error::InvalidInput(
+                "sparse predict needs features uploaded as given".into(),
+            ));
+        };
         let (rows, units) = (x.rows, idx.nrows());
         let mut out_t = Array2::<f64>::zeros((units, rows));
         out_t
@@ -322,7 +473,7 @@ impl Backend for CpuBackend {
             .enumerate()
             .for_each(|(u, mut col)| {
                 for (r, o) in col.iter_mut().enumerate() {
-                    let xr = x.at.col(r);
+                    let xr = at.col(r);
                     let mut acc = 0.0;
                     for (m, &j) in idx.row(u).iter().enumerate() {
                         acc += xr[j as usize] * w[(u, m)];

@@ -8,6 +8,7 @@
 //! writes and reads the result file.
 
 pub mod calc;
+pub mod eig_scorer;
 pub mod estimate;
 pub mod psd;
 pub mod result;
@@ -357,13 +358,19 @@ struct NllJob<'a> {
 impl Job for NllJob<'_> {
     type Output = Vec<f64>;
     fn run<B: Backend>(&self, be: &B) -> Result<Vec<f64>> {
-        be.shrinkage_nll(self.cov, self.pts, self.levels, Dtype::F64)
+        let scorer = Scorer {
+            backend: be,
+            dtype: Dtype::F64,
+        };
+        shrink::score(&scorer, self.cov, self.pts, self.levels)
     }
 }
 
 /// The held-out Gaussian NLL of every shrinkage level (spec §5): `cov` is the `N × N` training
 /// covariance, `pts` the `M × N` held-out points (already centred), one value per level; NaN
-/// where the shrunk covariance is not positive definite. Runs on `device` (f64).
+/// where the shrunk covariance is not positive definite. Runs on `device` (f64), scored as the
+/// pipeline scores ([`shrink::score`]: one eigendecomposition on the CPU, Cholesky per level on
+/// a GPU).
 pub fn shrinkage_nll(
     cov: ArrayView2<f64>,
     pts: ArrayView2<f64>,

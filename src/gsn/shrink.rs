@@ -61,6 +61,52 @@ pub fn choose(nll: &[f64]) -> Option<usize> {
     best
 }
 
+/// Fewest levels for which one eigendecomposition beats a Cholesky factorisation per level
+/// (eigh costs ~9N³ flops and runs slower than Cholesky; a level's Cholesky N³/3 + N²M).
+pub const EIG_MIN_LEVELS: usize = 16;
+
+/// The NLL curve: on the CPU with at least [`EIG_MIN_LEVELS`] levels from one
+/// eigendecomposition ([`super::eig_scorer`]) with the Cholesky scorer as the arbiter of levels
+/// near the positive-definite boundary and of near-ties at the minimum; otherwise (GPUs, few
+/// levels, a zero variance, over the budget) the Cholesky scorer for every level.
+pub fn score<B: Backend>(
+    scorer: &Scorer<'_, B>,
+    train: ArrayView2<f64>,
+    pts: ArrayView2<f64>,
+    levels: &[f64],
+) -> Result<Vec<f64>> {
+    let (m, n) = pts.dim();
+    let eig_bytes = 8 * (3 * n * n + 2 * n * m) as u64;
+    let eig = scorer.backend.shares_host_memory()
+        && levels.len() >= EIG_MIN_LEVELS
+        && eig_bytes <= scorer.backend.limits().budget;
+    let curve = if eig {
+        super::eig_scorer::eig_nll(train, pts, levels)?
+    } else {
+        None
+    };
+    let Some(curve) = curve else {
+        return scorer
+            .backend
+            .shrinkage_nll(train, pts, levels, scorer.dtype);
+    };
+    let mut nll = curve.nll;
+    let mut by_cholesky = vec![false; levels.len()];
+    let mut todo = curve.undecided;
+    while !todo.is_empty() {
+        let sub: Vec<f64> = todo.iter().map(|&k| levels[k]).collect();
+        let v = scorer
+            .backend
+            .shrinkage_nll(train, pts, &sub, scorer.dtype)?;
+        for (&k, x) in todo.iter().zip(v) {
+            nll[k] = x;
+            by_cholesky[k] = true;
+        }
+        todo = super::eig_scorer::near_ties(&nll, &by_cholesky);
+    }
+    Ok(nll)
+}
+
 /// Scores the levels and picks one. Returns (index, nll curve); all-NaN curves give index 0 and
 /// the warning "All covariance matrices were singular." pushed onto `warnings`.
 pub fn select_level<B: Backend>(
@@ -75,9 +121,7 @@ pub fn select_level<B: Backend>(
             "the covariance overflows the float64 range (the data are too large in magnitude); rescale the data (ncsnr is scale-free)".into(),
         ));
     }
-    let nll = scorer
-        .backend
-        .shrinkage_nll(train, pts, levels, scorer.dtype)?;
+    let nll = score(scorer, train, pts, levels)?;
     let k = match choose(&nll) {
         Some(k) => k,
         None => {

@@ -1,0 +1,196 @@
+//! The selection path's operands on the CPU, centred (issue 10).
+//!
+//! `X₁ᵀX₁` of fMRI-like data is dominated by the voxels' baselines (`n·x̄x̄ᵀ`, ~10⁴ times the
+//! centred part), so forming it in f32 loses the digits that matter. The CPU therefore keeps
+//! one copy of `X` centred (`Xc = X − 1x̄ᵀ`, f32 for f32 fits) that serves the correlations, the
+//! Gram matrix `XcᵀXc` and the cross products `YcᵀXc`, and restores the bias terms exactly, in
+//! f64, when it gathers each unit's system:
+//!
+//! * `XᵀX = XcᵀXc + n·x̄x̄ᵀ`, `Xᵀ1 = n·x̄`, `1ᵀ1 = n`;
+//! * `Xᵀy = Xcᵀyc + n·x̄·ȳ`, `1ᵀy = n·ȳ`.
+//!
+//! The systems are the reference's (α on every diagonal entry, the bias included) and are
+//! solved in f64 as the reference does. `YcᵀXc` is both the numerator of the correlations and
+//! the right-hand sides, so it is computed once per chunk.
+
+use super::cross_rows;
+use crate::backend::{LOW_VARIANCE, UNDEFINED_CORR};
+use crate::linalg::{Gram, Real};
+use faer::Mat;
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// `aᵀ` (variables × samples) centred per variable, in `T`, with the means and the sums of
+/// squares after centring (both f64).
+pub struct Centred<T: Real> {
+    /// Centred `aᵀ`.
+    pub ct: Mat<T>,
+    /// Mean of each variable.
+    pub mean: Vec<f64>,
+    /// Σ (a − mean)² of each variable.
+    pub ss: Vec<f64>,
+}
+
+impl<T: Real> Centred<T> {
+    /// Centres the columns of `a` (`n × p`, any layout) into a transposed `p × n` copy.
+    pub fn of_columns(a: ArrayView2<f64>) -> Self {
+        let (n, p) = a.dim();
+        // summed in ascending sample order whatever a's layout (C, Fortran, a view): the same
+        // bits for the same values
+        let mut mean = vec![0.0; p];
+        for row in a.rows() {
+            for (m, v) in mean.iter_mut().zip(row.iter()) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let mut ct = Mat::<T>::zeros(p, n);
+        // 64 × 64 tiles, as linalg::transposed: neither side strides a whole row at a time
+        const TILE: usize = 64;
+        for i0 in (0..n).step_by(TILE) {
+            for j0 in (0..p).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(n) {
+                    let mut col = ct.col_mut(i);
+                    for j in j0..(j0 + TILE).min(p) {
+                        col[j] = T::of(a[(i, j)] - mean[j]);
+                    }
+                }
+            }
+        }
+        let ss = sums_of_squares(&ct);
+        Centred { ct, mean, ss }
+    }
+
+    /// Centres the rows of `bt` (`q × n`: a variable per row) into a copy in `T`.
+    pub fn of_rows(bt: faer::MatRef<'_, f64>) -> Self {
+        let (q, n) = (bt.nrows(), bt.ncols());
+        let mut mean = vec![0.0; q];
+        for i in 0..n {
+            for (j, m) in mean.iter_mut().enumerate() {
+                *m += bt[(j, i)];
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n as f64);
+        let ct = Mat::<T>::from_fn(q, n, |j, i| T::of(bt[(j, i)] - mean[j]));
+        let ss = sums_of_squares(&ct);
+        Centred { ct, mean, ss }
+    }
+}
+
+/// Σ over samples of each variable's squared (centred, rounded) values, in f64.
+fn sums_of_squares<T: Real>(ct: &Mat<T>) -> Vec<f64> {
+    let mut ss = vec![0.0; ct.nrows()];
+    for i in 0..ct.ncols() {
+        let col = ct.col(i);
+        for (j, s) in ss.iter_mut().enumerate() {
+            let v = col[j].f64();
+            *s += v * v;
+        }
+    }
+    ss
+}
+
+/// `YcᵀXc` (`q × p`) for centred targets and features.
+pub fn cross<T: Real>(y: &Centred<T>, x: &Centred<T>) -> Array2<T> {
+    cross_rows(y.ct.as_ref(), x.ct.as_ref())
+}
+
+/// |r| (`q × p`, f64) from the centred cross products, with the reference's low-variance and
+/// zero-variance rules.
+pub fn abs_correlations<T: Real>(
+    num: &Array2<T>,
+    x: &Centred<T>,
+    y: &Centred<T>,
+    n: usize,
+) -> Array2<f64> {
+    let (q, p) = num.dim();
+    let mut out = Array2::<f64>::zeros((q, p));
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(num.axis_iter(Axis(0)))
+        .enumerate()
+        .for_each(|(u, (mut row, nr))| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = if x.ss[j] / (n as f64) < LOW_VARIANCE {
+                    0.0
+                } else if y.ss[u] == 0.0 {
+                    UNDEFINED_CORR
+                } else {
+                    (nr[j].f64() / (x.ss[j] * y.ss[u]).sqrt()).abs()
+                };
+            }
+        });
+    out
+}
+
+/// Gathers unit `u`'s `m × m` system (lower triangle) and right-hand side in f64 from the
+/// centred Gram matrix `g` and cross products `h`, restoring the bias terms; an index equal to
+/// the number of features is the bias. `alpha` goes on every diagonal entry.
+#[allow(clippy::too_many_arguments)]
+pub fn gather<T: Real>(
+    g: &Gram<T>,
+    mean_x: &[f64],
+    h: ArrayView2<T>,
+    mean_y: f64,
+    n: f64,
+    u: usize,
+    idx: &[u32],
+    alpha: f64,
+    a: &mut Mat<f64>,
+    rhs: &mut Mat<f64>,
+) {
+    let f = mean_x.len();
+    let m = idx.len();
+    for bcol in 0..m {
+        let jb = idx[bcol] as usize;
+        for arow in bcol..m {
+            let ia = idx[arow] as usize;
+            let v = match (ia == f, jb == f) {
+                (true, true) => n,
+                (true, false) => n * mean_x[jb],
+                (false, true) => n * mean_x[ia],
+                (false, false) => g.sym(ia, jb).f64() + n * mean_x[ia] * mean_x[jb],
+            };
+            a[(arow, bcol)] = if arow == bcol { v + alpha } else { v };
+        }
+        rhs[(bcol, 0)] = if jb == f {
+            n * mean_y
+        } else {
+            h[(u, jb)].f64() + n * mean_x[jb] * mean_y
+        };
+    }
+}
+
+/// The uncentred `X₁ᵀX₁` (`(p+1)²`, f64, bias last) from a centred Gram matrix.
+pub fn uncentred_gram<T: Real>(g: &Gram<T>, mean: &[f64], n: usize) -> Gram {
+    let p = mean.len();
+    let nf = n as f64;
+    let mut out = Gram::<f64>::zeros(p + 1);
+    for j in 0..p {
+        for i in j..p {
+            out.set_lower(i, j, g.lower(i, j).f64() + nf * mean[i] * mean[j]);
+        }
+        out.set_lower(p, j, nf * mean[j]);
+    }
+    out.set_lower(p, p, nf);
+    out
+}
+
+/// `X₁ᵀB` (`(p+1) × q`) for centred features and a host `Bᵀ` (`q × n`, f64): `XcᵀB + x̄·1ᵀB`
+/// and the bias row `1ᵀB`.
+pub fn uncentred_cross<T: Real>(x: &Centred<T>, bt: faer::MatRef<'_, f64>) -> Array2<f64> {
+    let b32 = Mat::<T>::from_fn(bt.nrows(), bt.ncols(), |i, j| T::of(bt[(i, j)]));
+    let c = cross_rows(b32.as_ref(), x.ct.as_ref());
+    let (q, p) = c.dim();
+    let sums: Vec<f64> = (0..q)
+        .map(|u| (0..bt.ncols()).map(|i| bt[(u, i)]).sum())
+        .collect();
+    let mut out = Array2::<f64>::zeros((p + 1, q));
+    for u in 0..q {
+        for j in 0..p {
+            out[(j, u)] = c[(u, j)].f64() + x.mean[j] * sums[u];
+        }
+        out[(p, u)] = sums[u];
+    }
+    out
+}
