@@ -46,6 +46,7 @@ fn params(k: usize, alpha: f64, dtype: Dtype, device: Device) -> FitParams {
         n_feat: k,
         dtype,
         device,
+        keep_corr: true,
         ..FitParams::default()
     }
 }

@@ -23,6 +23,7 @@ fn fit_params(case: &str, device: Device) -> (FitParams, Dtype) {
         spatial_norm: fk["spatial_norm"].as_str().map(|s| s.parse().unwrap()),
         select_sample: fk["select_sample"].as_str().map(|s| s.parse().unwrap()),
         device,
+        keep_corr: true,
         ..FitParams::default()
     };
     (fp, dtype)

@@ -35,6 +35,8 @@ def gsn_data(n, c=200, t=3, seed=0):
 
 
 def timed(fn):
+    # let the previous run's threads (OpenBLAS spins after a call) go idle first
+    time.sleep(1.0)
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t

@@ -58,6 +58,7 @@ pub fn fit<'py>(
         select_sample: select_sample.map(str::parse).transpose().map_err(to_py)?,
         device: self::device(device)?,
         max_memory,
+        keep_corr: false,
         progress: Some(counter.callback()),
         cancel: Some(cancel.clone()),
     };

@@ -45,7 +45,8 @@ pub struct FitOutput {
     pub model: RidgeModel,
     /// Main selection path: the selected features per flat unit, `U × k`, best first.
     pub selected: Option<Array2<u32>>,
-    /// Main selection path: |r| as `F × U` (low-variance features 0, undefined NaN).
+    /// Main selection path with [`FitParams::keep_corr`]: |r| as `F × U` (low-variance
+    /// features 0, undefined NaN).
     pub corr_abs: Option<Array2<f64>>,
     /// The path taken.
     pub path: FitPath,
@@ -251,7 +252,7 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
             chunk_cap: params.chunk_size,
             dense_w: true,
             keep_values: false,
-            keep_corr: true,
+            keep_corr: params.keep_corr,
             progress: &report,
             cancel: params.cancel.as_ref(),
             on_chunk: None,
@@ -270,8 +271,11 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
         )
     };
     let t1 = Instant::now();
-    let w = w.mapv(|v| dtype.round(v));
-    let b = b.mapv(|v| dtype.round(v));
+    let (mut w, mut b) = (w, b);
+    if dtype == Dtype::F32 {
+        w.mapv_inplace(|v| dtype.round(v));
+        b.mapv_inplace(|v| dtype.round(v));
+    }
     let model = RidgeModel::from_flat(
         w.view(),
         b.view(),

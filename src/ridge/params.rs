@@ -112,6 +112,9 @@ pub struct FitParams {
     pub device: Device,
     /// Memory budget in bytes (None = platform default).
     pub max_memory: Option<u64>,
+    /// Keep |r| (`F × U`, f64) of the selection path in [`crate::ridge::FitOutput::corr_abs`]
+    /// (off by default: it costs `8·F·U` bytes and a transposition).
+    pub keep_corr: bool,
     /// Called as units finish.
     pub progress: Option<Progress>,
     /// Polled between chunks (and per unit on the per-unit path): once set, the fit stops with
@@ -131,6 +134,7 @@ impl Default for FitParams {
             select_sample: None,
             device: Device::Auto,
             max_memory: None,
+            keep_corr: false,
             progress: None,
             cancel: None,
         }
@@ -149,6 +153,7 @@ impl fmt::Debug for FitParams {
             .field("select_sample", &self.select_sample)
             .field("device", &self.device)
             .field("max_memory", &self.max_memory)
+            .field("keep_corr", &self.keep_corr)
             .finish()
     }
 }

@@ -285,6 +285,7 @@ fn ridge_fit(a: FitArgs, quiet: bool) -> Result<()> {
         select_sample,
         device,
         max_memory,
+        keep_corr: false,
         progress,
         cancel: None,
     };
