@@ -101,6 +101,47 @@ fn centred_cross<'a, T: Prec>(
     (yc, h)
 }
 
+/// Solves every unit's system in parallel: `fill(u, idx, a, rhs)` writes unit `u`'s system
+/// (lower triangle) and right-hand side for the feature indices `idx`, which are the unit's row
+/// of `idx` in ascending order (each column of G is then read front to back; the bias, index F,
+/// stays last). The solutions come back in the order of `idx`'s row; a failed factorisation
+/// names the pivot's position in that row.
+fn solve_units<F>(idx: ArrayView2<u32>, fill: F) -> Vec<std::result::Result<Vec<f64>, usize>>
+where
+    F: Fn(usize, &[u32], &mut Mat<f64>, &mut Mat<f64>) + Sync,
+{
+    let m = idx.ncols();
+    (0..idx.nrows())
+        .into_par_iter()
+        .map_init(
+            || {
+                (
+                    Mat::<f64>::zeros(m, m),
+                    Mat::<f64>::zeros(m, 1),
+                    cholesky_scratch(m),
+                    Vec::<(u32, usize)>::with_capacity(m),
+                    Vec::<u32>::with_capacity(m),
+                )
+            },
+            |(a, rhs, mem, order, sorted), u| {
+                order.clear();
+                order.extend(idx.row(u).iter().enumerate().map(|(r, &j)| (j, r)));
+                order.sort_unstable();
+                sorted.clear();
+                sorted.extend(order.iter().map(|&(j, _)| j));
+                fill(u, sorted, a, rhs);
+                cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(mem))
+                    .map_err(|p| order[p].1)?;
+                let mut theta = vec![0.0; m];
+                for (r, &(_, orig)) in order.iter().enumerate() {
+                    theta[orig] = rhs[(r, 0)];
+                }
+                Ok(theta)
+            },
+        )
+        .collect()
+}
+
 /// The selection path's solves on centred operands.
 fn solve_centred<T: Prec>(
     g: &linalg::Gram<T>,
@@ -112,47 +153,20 @@ fn solve_centred<T: Prec>(
     alpha: f64,
 ) -> Vec<std::result::Result<Vec<f64>, usize>> {
     let (yc, h) = centred_cross(x, y);
-    let m = idx.ncols();
-    (0..idx.nrows())
-        .into_par_iter()
-        .map_init(
-            || {
-                (
-                    Mat::<f64>::zeros(m, m),
-                    Mat::<f64>::zeros(m, 1),
-                    cholesky_scratch(m),
-                    Vec::<(u32, usize)>::with_capacity(m),
-                )
-            },
-            |(a, rhs, mem, order), u| {
-                // gather in ascending feature order: each column of G is then read front to
-                // back (the bias, index F, stays last); the solution is put back in idx's order
-                order.clear();
-                order.extend(idx.row(u).iter().enumerate().map(|(r, &j)| (j, r)));
-                order.sort_unstable();
-                let sorted: Vec<u32> = order.iter().map(|&(j, _)| j).collect();
-                centred::gather(
-                    g,
-                    mean_x,
-                    h.view(),
-                    yc.mean[u],
-                    rows as f64,
-                    u,
-                    &sorted,
-                    alpha,
-                    a,
-                    rhs,
-                );
-                cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(mem))
-                    .map_err(|p| order[p].1)?;
-                let mut theta = vec![0.0; m];
-                for (r, &(_, orig)) in order.iter().enumerate() {
-                    theta[orig] = rhs[(r, 0)];
-                }
-                Ok(theta)
-            },
+    solve_units(idx, |u, iu, a, rhs| {
+        centred::gather(
+            g,
+            mean_x,
+            h.view(),
+            yc.mean[u],
+            rows as f64,
+            u,
+            iu,
+            alpha,
+            a,
+            rhs,
         )
-        .collect()
+    })
 }
 
 /// `bt · atᵀ` (`q × p`), computed so that each row of the result does not depend on how many
@@ -177,30 +191,13 @@ fn solve_plain(
     idx: ArrayView2<u32>,
     alpha: f64,
 ) -> Vec<std::result::Result<Vec<f64>, usize>> {
-    let m = idx.ncols();
     let h = cross_rows(y.yt.as_ref(), at.as_ref());
-    (0..idx.nrows())
-        .into_par_iter()
-        .map_init(
-            || {
-                (
-                    Mat::<f64>::zeros(m, m),
-                    Mat::<f64>::zeros(m, 1),
-                    cholesky_scratch(m),
-                )
-            },
-            |(a, rhs, mem), u| {
-                let iu = idx.row(u);
-                let iu = iu.as_slice().expect("row-major indices");
-                gather_system(g, iu, alpha, a);
-                for (r, &i) in iu.iter().enumerate() {
-                    rhs[(r, 0)] = h[(u, i as usize)];
-                }
-                cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(mem))?;
-                Ok((0..m).map(|r| rhs[(r, 0)]).collect())
-            },
-        )
-        .collect()
+    solve_units(idx, |u, iu, a, rhs| {
+        gather_system(g, iu, alpha, a);
+        for (r, &i) in iu.iter().enumerate() {
+            rhs[(r, 0)] = h[(u, i as usize)];
+        }
+    })
 }
 
 /// Gathers the `m × m` system of one unit from the lower triangle of `g`, adding `alpha` on the
