@@ -221,4 +221,5 @@ class FastL2LiR:
             spatial_norm,
             pdt,
             device_string(self.device),
+            memory_bytes(self.max_memory),
         )

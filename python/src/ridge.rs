@@ -81,7 +81,7 @@ pub fn fit<'py>(
 /// Predicts `(n', s1..sk)` from `x` with W `(F, s1..sk)`, b `(1, s1..sk)`, in `dtype`; with
 /// `spatial_norm`, S selects and each sample's selected features are normalised first.
 #[pyfunction]
-#[pyo3(signature = (x, w, b, s, spatial_norm, dtype, device))]
+#[pyo3(signature = (x, w, b, s, spatial_norm, dtype, device, max_memory))]
 #[allow(clippy::too_many_arguments)]
 pub fn predict<'py>(
     py: Python<'py>,
@@ -92,12 +92,25 @@ pub fn predict<'py>(
     spatial_norm: Option<&str>,
     dtype: &str,
     device: Option<&str>,
+    max_memory: Option<u64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype: Dtype = dtype.parse().map_err(to_py)?;
     let device = self::device(device)?;
+    // the model is copied into Rust (W, b, S) next to the output: refuse what the host budget
+    // cannot hold instead of letting the allocation fail
+    let budget = max_memory.unwrap_or_else(neurofit::device::memory::default_cpu_budget);
+    let (wv, bv) = (w.as_array(), b.as_array());
+    let units = bv.len() as u64;
+    let need = 8 * (wv.len() as u64 + units + x.as_array().nrows() as u64 * units)
+        + s.as_ref().map_or(0, |s| s.as_array().len() as u64);
+    if need > budget {
+        return Err(to_py(neurofit::Error::OutOfMemory(format!(
+            "predict: the model copy and the output need {need} bytes but the memory budget is {budget} bytes; raise max_memory or predict fewer units at a time"
+        ))));
+    }
     let model = RidgeModel {
-        w: w.as_array().to_owned(),
-        b: b.as_array().to_owned(),
+        w: wv.to_owned(),
+        b: bv.to_owned(),
         s: s.map(|s| s.as_array().to_owned()),
         dtype,
         spatial_norm: spatial_norm.map(str::parse).transpose().map_err(to_py)?,

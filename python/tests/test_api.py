@@ -217,6 +217,15 @@ def test_predict_errors():
         m.predict(X, save_select_feat=True)
 
 
+def test_predict_refuses_a_model_over_the_budget():
+    X, Y = data()
+    m = fitted(X, Y)
+    small = FastL2LiR(m.W, m.b, device="cpu", max_memory="64KiB")
+    with pytest.raises(neurofit.OutOfMemoryError):
+        small.predict(X)
+    assert np.array_equal(FastL2LiR(m.W, m.b, device="cpu").predict(X), m.predict(X))
+
+
 def test_neurofit_error_kinds():
     X, Y = data()
     assert issubclass(neurofit.OutOfMemoryError, MemoryError)
