@@ -273,33 +273,6 @@ fn transposed_impl(a: ArrayView2<f64>, bias: bool) -> Mat<f64> {
     at
 }
 
-/// Centres each row of `at` (a variable across samples, as [`transposed`] lays it out) in place
-/// and returns the rows' sums of squares after centring.
-pub fn centre_rows(at: &mut Mat<f64>) -> Vec<f64> {
-    let (p, n) = (at.nrows(), at.ncols());
-    let mut mean = vec![0.0; p];
-    for i in 0..n {
-        for (j, m) in mean.iter_mut().enumerate() {
-            *m += at[(j, i)];
-        }
-    }
-    mean.iter_mut().for_each(|m| *m /= n as f64);
-    let mut ss = vec![0.0; p];
-    for i in 0..n {
-        for j in 0..p {
-            let v = at[(j, i)] - mean[j];
-            at[(j, i)] = v;
-            ss[j] += v * v;
-        }
-    }
-    ss
-}
-
-/// The lower triangle of `aᵀ a` (syrk-like: half the work of a full product).
-pub fn gram_lower(a: ArrayView2<f64>) -> Gram {
-    gram_lower_t(transposed(a).as_ref())
-}
-
 /// The lower triangle of `at · atᵀ` for `at = aᵀ` from [`transposed`].
 pub fn gram_lower_t<T: Real>(at: MatRef<'_, T>) -> Gram<T> {
     let p = at.nrows();
