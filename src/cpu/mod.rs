@@ -12,11 +12,11 @@ pub mod centred;
 use crate::backend::{Backend, FeatureLayout, Op, Solved};
 use crate::device::planner::{self, Limits, Stage};
 use crate::error::Result;
-use crate::linalg::{self, cholesky_scratch, cholesky_solve_in_place, Real};
+use crate::linalg::{self, cholesky_scratch, Real};
 use crate::Dtype;
 use centred::Centred;
 use faer::dyn_stack::MemStack;
-use faer::{Mat, Par};
+use faer::{Mat, MatMut, Par};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -108,7 +108,7 @@ fn centred_cross<'a, T: Prec>(
 /// names the pivot's position in that row.
 fn solve_units<F>(idx: ArrayView2<u32>, fill: F) -> Vec<std::result::Result<Vec<f64>, usize>>
 where
-    F: Fn(usize, &[u32], &mut Mat<f64>, &mut Mat<f64>) + Sync,
+    F: Fn(usize, &[u32], MatMut<'_, f64>, &mut [f64]) + Sync,
 {
     let m = idx.ncols();
     (0..idx.nrows())
@@ -116,25 +116,24 @@ where
         .map_init(
             || {
                 (
-                    Mat::<f64>::zeros(m, m),
-                    Mat::<f64>::zeros(m, 1),
-                    cholesky_scratch(m),
+                    linalg::SolveWork::new(m),
                     Vec::<(u32, usize)>::with_capacity(m),
                     Vec::<u32>::with_capacity(m),
                 )
             },
-            |(a, rhs, mem, order, sorted), u| {
+            |(work, order, sorted), u| {
                 order.clear();
                 order.extend(idx.row(u).iter().enumerate().map(|(r, &j)| (j, r)));
                 order.sort_unstable();
                 sorted.clear();
                 sorted.extend(order.iter().map(|&(j, _)| j));
+                let (a, rhs) = work.parts();
                 fill(u, sorted, a, rhs);
-                cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(mem))
-                    .map_err(|p| order[p].1)?;
+                work.solve().map_err(|p| order[p].1)?;
+                let x = work.solution();
                 let mut theta = vec![0.0; m];
                 for (r, &(_, orig)) in order.iter().enumerate() {
-                    theta[orig] = rhs[(r, 0)];
+                    theta[orig] = x[r];
                 }
                 Ok(theta)
             },
@@ -195,14 +194,14 @@ fn solve_plain(
     solve_units(idx, |u, iu, a, rhs| {
         gather_system(g, iu, alpha, a);
         for (r, &i) in iu.iter().enumerate() {
-            rhs[(r, 0)] = h[(u, i as usize)];
+            rhs[r] = h[(u, i as usize)];
         }
     })
 }
 
 /// Gathers the `m × m` system of one unit from the lower triangle of `g`, adding `alpha` on the
 /// diagonal, into `a` (column-major).
-fn gather_system(g: &linalg::Gram, idx: &[u32], alpha: f64, a: &mut Mat<f64>) {
+fn gather_system(g: &linalg::Gram, idx: &[u32], alpha: f64, mut a: MatMut<'_, f64>) {
     let m = idx.len();
     for bcol in 0..m {
         let jb = idx[bcol] as usize;
@@ -367,10 +366,10 @@ impl Backend for CpuBackend {
     fn gram(&self, a: &CpuFeatures) -> Result<CpuGram> {
         Ok(match &a.form {
             Form::C64(c) => {
-                CpuGram::Centred64(linalg::gram_lower_t(c.ct.as_ref()), c.mean.clone(), a.rows)
+                CpuGram::Centred64(linalg::gram_lower_t(c.ct()), c.mean.clone(), a.rows)
             }
             Form::C32(c) => {
-                CpuGram::Centred32(linalg::gram_lower_t(c.ct.as_ref()), c.mean.clone(), a.rows)
+                CpuGram::Centred32(linalg::gram_lower_t(c.ct()), c.mean.clone(), a.rows)
             }
             Form::Plain(at) => CpuGram::Plain(linalg::gram_lower_t(at.as_ref())),
         })

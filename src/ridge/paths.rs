@@ -304,15 +304,17 @@ impl Job for SelectedFit<'_> {
         let (k, m) = (self.k, self.k + 1);
         let stage = plan_selected(be, &self.shape(), self.dtype)?;
         let chunk = units_per_chunk(be, &stage, self.chunk_cap)?;
-        let mut times = [Duration::ZERO; 5];
+        let mut times = [Duration::ZERO; 6];
         let t = Instant::now();
         let layout = FeatureLayout {
             bias: true,
             correlations: true,
         };
         let x1 = be.upload_features(self.x, layout, self.dtype)?;
-        let g = be.gram(&x1)?;
         times[0] += t.elapsed();
+        let t = Instant::now();
+        let g = be.gram(&x1)?;
+        times[1] += t.elapsed();
         let mut w = self.dense_w.then(|| Array2::<f64>::zeros((f, units)));
         let mut values = self.keep_values.then(|| Array2::<f64>::zeros((units, k)));
         let mut corr_abs = self.keep_corr.then(|| Array2::<f64>::zeros((f, units)));
@@ -323,12 +325,12 @@ impl Job for SelectedFit<'_> {
             let range = local.start + self.units.start..local.end + self.units.start;
             let t = Instant::now();
             let ychunk = self.read_chunk(range.clone())?;
-            times[1] += t.elapsed();
+            times[2] += t.elapsed();
             let t = Instant::now();
             let yc = be.upload_targets(ychunk.view(), self.dtype)?;
             drop(ychunk);
             let corr = be.abs_correlations(&x1, &yc)?;
-            times[2] += t.elapsed();
+            times[3] += t.elapsed();
             let t = Instant::now();
             let sel = top_k_rows(corr.view(), k, TieBreak::HigherIndex);
             let mut idx = Array2::<u32>::from_elem((local.len(), m), f as u32);
@@ -337,7 +339,7 @@ impl Job for SelectedFit<'_> {
                 c.slice_mut(s![.., local.clone()]).assign(&corr.t());
             }
             drop(corr);
-            times[3] += t.elapsed();
+            times[4] += t.elapsed();
             let t = Instant::now();
             let solved = be.solve_selected(&g, &x1, &yc, idx.view(), self.alpha)?;
             if let Some((i, p)) = solved
@@ -364,11 +366,12 @@ impl Job for SelectedFit<'_> {
             if let Some(f) = self.on_chunk {
                 f(range.clone(), sel.view(), &solved.theta)?;
             }
-            times[4] += t.elapsed();
+            times[5] += t.elapsed();
             (self.progress)(local.end);
         }
         let names = [
-            "upload + gram",
+            "upload X",
+            "gram",
             "read Y",
             "correlations",
             "top-k selection",
