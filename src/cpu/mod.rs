@@ -8,6 +8,7 @@
 //! faer's products run fastest on.
 
 pub mod centred;
+pub mod solve;
 
 use crate::backend::{Backend, FeatureLayout, Op, Solved};
 use crate::device::planner::{self, Limits, Stage};
@@ -19,6 +20,7 @@ use faer::dyn_stack::MemStack;
 use faer::{Mat, MatMut, Par};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
+use solve::{CentredSystem, SolveWork};
 use std::sync::OnceLock;
 
 /// The CPU backend with a memory budget in bytes.
@@ -101,14 +103,14 @@ fn centred_cross<'a, T: Prec>(
     (yc, h)
 }
 
-/// Solves every unit's system in parallel: `fill(u, idx, a, rhs)` writes unit `u`'s system
-/// (lower triangle) and right-hand side for the feature indices `idx`, which are the unit's row
-/// of `idx` in ascending order (each column of G is then read front to back; the bias, index F,
-/// stays last). The solutions come back in the order of `idx`'s row; a failed factorisation
-/// names the pivot's position in that row.
-fn solve_units<F>(idx: ArrayView2<u32>, fill: F) -> Vec<std::result::Result<Vec<f64>, usize>>
+/// Solves every unit's system in parallel: `solve(u, idx, work)` gathers unit `u`'s system for
+/// the feature indices `idx` into `work` and solves it there; `idx` is the unit's row of `idx`
+/// in ascending order (each column of G is then read front to back; the bias, index F, stays
+/// last). The solutions come back in the order of `idx`'s row; a failed factorisation names
+/// the pivot's position in that row.
+fn solve_units<F>(idx: ArrayView2<u32>, solve: F) -> Vec<std::result::Result<Vec<f64>, usize>>
 where
-    F: Fn(usize, &[u32], MatMut<'_, f64>, &mut [f64]) + Sync,
+    F: Fn(usize, &[u32], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
 {
     let m = idx.ncols();
     (0..idx.nrows())
@@ -116,7 +118,7 @@ where
         .map_init(
             || {
                 (
-                    linalg::SolveWork::new(m),
+                    SolveWork::new(m),
                     Vec::<(u32, usize)>::with_capacity(m),
                     Vec::<u32>::with_capacity(m),
                 )
@@ -127,9 +129,7 @@ where
                 order.sort_unstable();
                 sorted.clear();
                 sorted.extend(order.iter().map(|&(j, _)| j));
-                let (a, rhs) = work.parts();
-                fill(u, sorted, a, rhs);
-                work.solve().map_err(|p| order[p].1)?;
+                solve(u, sorted, work).map_err(|p| order[p].1)?;
                 let x = work.solution();
                 let mut theta = vec![0.0; m];
                 for (r, &(_, orig)) in order.iter().enumerate() {
@@ -152,19 +152,26 @@ fn solve_centred<T: Prec>(
     alpha: f64,
 ) -> Vec<std::result::Result<Vec<f64>, usize>> {
     let (yc, h) = centred_cross(x, y);
-    solve_units(idx, |u, iu, a, rhs| {
-        centred::gather(
-            g,
-            mean_x,
-            h.view(),
-            yc.mean[u],
-            rows as f64,
-            u,
-            iu,
+    let f = mean_x.len();
+    solve_units(idx, |u, iu, work| {
+        let sys = CentredSystem {
+            n: rows as f64,
+            mean_y: yc.mean[u],
             alpha,
-            a,
-            rhs,
-        )
+        };
+        match iu.split_last() {
+            Some((&last, features))
+                if last as usize == f && features.iter().all(|&j| (j as usize) < f) =>
+            {
+                centred::gather_centred(g, mean_x, h.view(), u, features, work);
+                work.solve_centred(sys)
+            }
+            _ => {
+                let (a, rhs) = work.parts();
+                centred::gather(g, mean_x, h.view(), sys, u, iu, a, rhs);
+                work.solve()
+            }
+        }
     })
 }
 
@@ -191,11 +198,13 @@ fn solve_plain(
     alpha: f64,
 ) -> Vec<std::result::Result<Vec<f64>, usize>> {
     let h = cross_rows(y.yt.as_ref(), at.as_ref());
-    solve_units(idx, |u, iu, a, rhs| {
+    solve_units(idx, |u, iu, work| {
+        let (a, rhs) = work.parts();
         gather_system(g, iu, alpha, a);
         for (r, &i) in iu.iter().enumerate() {
             rhs[r] = h[(u, i as usize)];
         }
+        work.solve()
     })
 }
 
