@@ -18,7 +18,7 @@ use super::solve::{CentredSystem, SolveWork};
 use crate::backend::{LOW_VARIANCE, UNDEFINED_CORR};
 use crate::linalg::{par, Gram, Real};
 use faer::{Accum, Mat, MatMut, MatRef};
-use ndarray::{Array2, ArrayView2, Axis, ShapeBuilder};
+use ndarray::{Array2, ArrayView2, ShapeBuilder};
 use rayon::prelude::*;
 
 /// A matrix centred per variable, in `T`, with the means and the sums of squares after
@@ -152,8 +152,8 @@ fn cross_cols<T: Real>(bt: MatRef<'_, T>, at: MatRef<'_, T>) -> Array2<T> {
 /// cross products are one cache line.
 const CORR_BLOCK: usize = 8;
 
-/// |r| (`q × p`, f64, row-major) from the centred cross products (any layout), with the
-/// reference's low-variance and zero-variance rules.
+/// |r| (`q × p`, f64, row-major) from the centred cross products (as [`cross`] makes them,
+/// column-major), with the reference's low-variance and zero-variance rules.
 pub fn abs_correlations<T: Real>(
     num: &Array2<T>,
     x: &Centred<T>,
@@ -162,21 +162,39 @@ pub fn abs_correlations<T: Real>(
 ) -> Array2<f64> {
     let (q, p) = num.dim();
     let mut out = Array2::<f64>::zeros((q, p));
+    if q == 0 || p == 0 {
+        return out;
+    }
+    let num_f = num.t();
+    let cols = num_f.as_slice().map(|s| (s, q));
     let low: Vec<bool> = x.ss.iter().map(|s| s / (n as f64) < LOW_VARIANCE).collect();
-    out.axis_chunks_iter_mut(Axis(0), CORR_BLOCK)
-        .into_par_iter()
+    let out_rows = out.as_slice_mut().expect("standard layout");
+    out_rows
+        .par_chunks_mut(CORR_BLOCK * p)
         .enumerate()
-        .for_each(|(blk, mut rows)| {
+        .for_each(|(blk, rows)| {
             let u0 = blk * CORR_BLOCK;
-            for j in 0..p {
-                for (du, v) in rows.column_mut(j).iter_mut().enumerate() {
-                    let u = u0 + du;
-                    *v = if low[j] {
+            let bs = rows.len() / p;
+            let mut col = [T::default(); CORR_BLOCK];
+            for (j, (&low_j, &ssx)) in low.iter().zip(&x.ss).enumerate() {
+                match cols {
+                    Some((data, q)) => {
+                        col[..bs].copy_from_slice(&data[j * q + u0..j * q + u0 + bs])
+                    }
+                    None => {
+                        for (du, c) in col[..bs].iter_mut().enumerate() {
+                            *c = num[(u0 + du, j)];
+                        }
+                    }
+                }
+                for du in 0..bs {
+                    let ssy = y.ss[u0 + du];
+                    rows[du * p + j] = if low_j {
                         0.0
-                    } else if y.ss[u] == 0.0 {
+                    } else if ssy == 0.0 {
                         UNDEFINED_CORR
                     } else {
-                        (num[(u, j)].f64() / (x.ss[j] * y.ss[u]).sqrt()).abs()
+                        (col[du].f64() / (ssx * ssy).sqrt()).abs()
                     };
                 }
             }
