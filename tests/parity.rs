@@ -465,7 +465,7 @@ fn auto_falls_back_to_the_cpu_on_a_gpu_error_but_explicit_gpu_fails(dev: Device)
 
 fn main() {
     let mut suite = Suite::new();
-    let prims: [(&str, Prim, (usize, usize, usize)); 8] = [
+    let prims: [(&str, Prim, (usize, usize, usize)); 9] = [
         // n > gemm_rows: the reduction runs in several accumulating passes
         (
             "gemm_tn::main (gram, several passes)",
@@ -478,9 +478,10 @@ fn main() {
             Prim::Correlations,
             (200, 90, 11),
         ),
-        // k + 1 = 301 > 256 threads and > factor_cols: several factor dispatches per system
+        // m = 301 = 18 · 16 + 13: 19 block columns, the last one partial, up to 171 update
+        // tiles per block column, the panel longer than the workgroup
         (
-            "gather::main + cholesky::{factor,forward,backward} (m = 301)",
+            "gather::main + cholesky::{panel,update,forward,backward} (m = 301)",
             Prim::Solves {
                 k: 300,
                 alpha: 10.0,
@@ -488,12 +489,18 @@ fn main() {
             (1100, 400, 4),
         ),
         (
-            "gather::main + cholesky::{factor,forward,backward} (m = 6)",
+            "gather::main + cholesky::{panel,forward,backward} (m = 6, one partial block)",
             Prim::Solves { k: 5, alpha: 1.0 },
             (60, 20, 30),
         ),
+        // m = 32: two full blocks, one update tile
         (
-            "nll::{build,trsm_rows,reduce} + cholesky::factor",
+            "gather::main + cholesky::{panel,update,forward,backward} (m = 32)",
+            Prim::Solves { k: 31, alpha: 1.0 },
+            (100, 40, 31),
+        ),
+        (
+            "nll::{build,trsm_rows,reduce} + cholesky::{panel,update}",
             Prim::Nll,
             (300, 50, 23),
         ),

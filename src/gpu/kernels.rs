@@ -4,6 +4,7 @@
 
 use super::buffers::DevBuf;
 use super::context::GpuContext;
+use super::params::{CHOL_BLOCK, CHOL_TILE};
 use super::pipelines::Shader;
 use crate::error::Result;
 use crate::Dtype;
@@ -373,8 +374,8 @@ impl GpuContext {
         )
     }
 
-    /// Factorises `s.units` systems in place (see `cholesky.wgsl`); a pivot
-    /// `≤ tol · (original diagonal)` marks the system failed in its status word.
+    /// Factorises `s.units` systems in place (see `cholesky.wgsl`: blocked, right-looking); a
+    /// pivot `≤ tol · (original diagonal)` marks the system failed in its status word.
     pub fn batched_cholesky_factor(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -382,19 +383,20 @@ impl GpuContext {
         sreal: Dtype,
         tol: f32,
     ) -> Result<()> {
-        let factor = self.pipeline(CHOLESKY, "factor", sreal, sreal)?;
-        let step = self.params.factor_cols(s.m);
-        for j0 in (0..s.m).step_by(step) {
+        let panel = self.pipeline(CHOLESKY, "panel", sreal, sreal)?;
+        let update = self.pipeline(CHOLESKY, "update", sreal, sreal)?;
+        let max_pairs = self.params.max_groups as usize;
+        for jb in (0..s.m).step_by(CHOL_BLOCK) {
             let p = self.uniform(&CholParams {
                 m: u(s.m),
-                j0: u(j0),
-                j1: u((j0 + step).min(s.m)),
+                j0: u(jb),
+                j1: 0,
                 tol,
             });
-            // `factor` reads the diagonals (binding 4), not the right-hand sides (binding 1)
+            // `panel` reads the diagonals (binding 4), not the right-hand sides (binding 1)
             self.dispatch(
                 enc,
-                &factor,
+                &panel,
                 &[
                     (0, &s.sys.buf),
                     (2, &s.status.buf),
@@ -403,6 +405,23 @@ impl GpuContext {
                 ],
                 (u(s.units), 1, 1),
             )?;
+            let rest = s.m.saturating_sub(jb + CHOL_BLOCK);
+            let tiles = rest.div_ceil(CHOL_TILE);
+            let pairs = tiles * (tiles + 1) / 2;
+            for first in (0..pairs).step_by(max_pairs) {
+                let p = self.uniform(&CholParams {
+                    m: u(s.m),
+                    j0: u(jb),
+                    j1: u(first),
+                    tol,
+                });
+                self.dispatch(
+                    enc,
+                    &update,
+                    &[(0, &s.sys.buf), (2, &s.status.buf), (3, &p)],
+                    (u(s.units), u((pairs - first).min(max_pairs)), 1),
+                )?;
+            }
         }
         Ok(())
     }

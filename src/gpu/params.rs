@@ -22,8 +22,6 @@ pub struct KernelParams {
     pub colstat_rows: usize,
     /// Columns per triangular-solve dispatch of the batched solver.
     pub solve_cols: usize,
-    /// Target loop trips of one factor dispatch (columns per dispatch follow from it).
-    pub factor_trips: usize,
     /// Target loop trips of one row block of the NLL triangular solve.
     pub trsm_trips: usize,
 }
@@ -42,7 +40,6 @@ impl KernelParams {
             gemm_rows: if is_software { 512 } else { 4096 },
             colstat_rows: if is_software { 16384 } else { 65536 },
             solve_cols: if is_software { 512 } else { 4096 },
-            factor_trips: if is_software { 20_000_000 } else { 80_000_000 },
             trsm_trips: if is_software { 32_768 } else { 262_144 },
         }
     }
@@ -53,6 +50,7 @@ impl KernelParams {
         format!(
             "alias real = {};\nalias sreal = {};\n\
              const WG: u32 = {}u;\nconst TILE: u32 = {}u;\nconst KT: u32 = {}u;\n\
+             const CB: u32 = {}u;\nconst CT: u32 = {}u;\n\
              const LOW_VARIANCE: f32 = {:e};\n\
              // correlation of a zero-variance unit; the host reads it back as NaN\n\
              const UNDEFINED_CORR: f32 = -1.0;\n",
@@ -61,6 +59,8 @@ impl KernelParams {
             self.workgroup,
             self.tile,
             self.k_step,
+            CHOL_BLOCK,
+            CHOL_TILE,
             LOW_VARIANCE,
         )
     }
@@ -76,17 +76,19 @@ impl KernelParams {
         }
     }
 
-    /// Columns per `factor` dispatch for systems of size `m`: each invocation's trailing update
-    /// walks about m²/(2·WG) entries per column.
-    pub fn factor_cols(&self, m: usize) -> usize {
-        (self.factor_trips / (m * m).max(1)).clamp(1, 64)
-    }
-
     /// Rows per NLL triangular-solve dispatch for `n` variables.
     pub fn trsm_rows(&self, n: usize) -> usize {
         (self.trsm_trips / n.max(1)).max(1)
     }
 }
+
+/// Block width of the blocked Cholesky (`CB` in `cholesky.wgsl`): its diagonal block holds one
+/// element per thread, so `CB² = WG`.
+pub const CHOL_BLOCK: usize = 16;
+
+/// Side of the trailing-update tiles of the blocked Cholesky (`CT`): 16 × 16 threads with 2 × 2
+/// outputs each.
+pub const CHOL_TILE: usize = 32;
 
 /// The value a correlation kernel writes for an undefined |r|.
 pub const UNDEFINED_CORR_SENTINEL: f64 = -1.0;
@@ -94,6 +96,17 @@ pub const UNDEFINED_CORR_SENTINEL: f64 = -1.0;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_blocked_cholesky_constants_fit_its_thread_mapping() {
+        for sw in [true, false] {
+            let p = KernelParams::for_adapter(sw);
+            assert_eq!(CHOL_BLOCK * CHOL_BLOCK, p.workgroup as usize);
+            assert_eq!(CHOL_TILE, 2 * 16);
+            assert_eq!(p.workgroup, 256);
+            assert!(CHOL_TILE * CHOL_BLOCK <= 512 && CHOL_BLOCK * CHOL_BLOCK <= 256);
+        }
+    }
 
     #[test]
     fn linear_groups_stay_within_the_dispatch_limit() {
@@ -138,11 +151,14 @@ mod tests {
         let p = KernelParams::for_adapter(true);
         // gemm: KT rows per trip
         assert!(p.gemm_rows / p.k_step as usize * 4 < 65_535);
-        // factor: columns × trailing entries per thread
-        for m in [2usize, 64, 301, 1000, 5792] {
-            let cols = p.factor_cols(m);
-            assert!(cols * (m * m / 2 / 256 + 1) < 65_535, "m = {m}");
+        // blocked Cholesky: a panel thread walks its rows of the panel (CB²/2 + CB steps
+        // each) after the diagonal block's CB steps; an update thread one tile
+        for m in [2usize, 64, 301, 1000, 5792, 20_000] {
+            let rows = m.div_ceil(p.workgroup as usize);
+            let panel = CHOL_BLOCK * 3 + rows * (CHOL_BLOCK * CHOL_BLOCK / 2 + CHOL_BLOCK);
+            assert!(panel < 65_535, "m = {m}: {panel}");
         }
+        assert!(CHOL_TILE * CHOL_BLOCK / 256 + CHOL_BLOCK < 100);
         assert!(p.trsm_rows(1000) * 1000 < 65_535);
     }
 }
