@@ -61,14 +61,7 @@ impl<T: Real> Centred<T> {
                 }
             }
         }
-        let mut out = Centred {
-            data,
-            by_columns: true,
-            mean,
-            ss: Vec::new(),
-        };
-        out.ss = sums_of_squares(out.ct());
-        out
+        Self::with_sums(data, true, mean)
     }
 
     /// Centres the rows of `bt` (`q × n`: a variable per row) into a copy in `T`.
@@ -82,9 +75,14 @@ impl<T: Real> Centred<T> {
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let data = Mat::<T>::from_fn(q, n, |j, i| T::of(bt[(j, i)] - mean[j]));
+        Self::with_sums(data, false, mean)
+    }
+
+    /// Wraps a centred matrix and computes its sums of squares.
+    fn with_sums(data: Mat<T>, by_columns: bool, mean: Vec<f64>) -> Self {
         let mut out = Centred {
             data,
-            by_columns: false,
+            by_columns,
             mean,
             ss: Vec::new(),
         };
