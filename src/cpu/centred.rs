@@ -13,8 +13,8 @@
 //! solved in f64 as the reference does. `YcᵀXc` is both the numerator of the correlations and
 //! the right-hand sides, so it is computed once per chunk.
 
-use super::cross_rows;
-use super::solve::{CentredSystem, SolveWork};
+use super::solve::SolveWork;
+use super::{cross_rows, rows_independent};
 use crate::backend::{LOW_VARIANCE, UNDEFINED_CORR};
 use crate::linalg::{par, Gram, Real};
 use faer::{Accum, Mat, MatMut, MatRef};
@@ -124,13 +124,7 @@ fn sums_of_squares<T: Real>(ct: MatRef<'_, T>) -> Vec<f64> {
 /// rows the chunk has (the sharded fits compare bit for bit); a single row is computed as two,
 /// because faer takes a matrix-vector path, with other rounding, for one row.
 pub fn cross<T: Real>(y: &Centred<T>, x: &Centred<T>) -> Array2<T> {
-    let (yt, xt) = (y.ct(), x.ct());
-    if yt.nrows() == 1 {
-        let twice = Mat::<T>::from_fn(2, yt.ncols(), |_, j| yt[(0, j)]);
-        let out = cross_cols(twice.as_ref(), xt);
-        return out.slice(ndarray::s![0..1, ..]).to_owned();
-    }
-    cross_cols(yt, xt)
+    rows_independent(y.ct(), x.ct(), cross_cols)
 }
 
 /// `bt · atᵀ` into a column-major array.
@@ -198,43 +192,6 @@ pub fn abs_correlations<T: Real>(
             }
         });
     out
-}
-
-/// Gathers unit `u`'s full `m × m` system (lower triangle) and right-hand side in f64 from the
-/// centred Gram matrix `g` and cross products `h`, restoring the bias terms; an index equal to
-/// the number of features is the bias. `alpha` goes on every diagonal entry. (The selection
-/// path's systems, the bias last, go through [`gather_centred`] instead.)
-#[allow(clippy::too_many_arguments)]
-pub fn gather<T: Real>(
-    g: &Gram<T>,
-    mean_x: &[f64],
-    h: ArrayView2<T>,
-    sys: CentredSystem,
-    u: usize,
-    idx: &[u32],
-    mut a: MatMut<'_, f64>,
-    rhs: &mut [f64],
-) {
-    let (f, n) = (mean_x.len(), sys.n);
-    let m = idx.len();
-    for bcol in 0..m {
-        let jb = idx[bcol] as usize;
-        for arow in bcol..m {
-            let ia = idx[arow] as usize;
-            let v = match (ia == f, jb == f) {
-                (true, true) => n,
-                (true, false) => n * mean_x[jb],
-                (false, true) => n * mean_x[ia],
-                (false, false) => g.sym(ia, jb).f64() + n * mean_x[ia] * mean_x[jb],
-            };
-            a[(arow, bcol)] = if arow == bcol { v + sys.alpha } else { v };
-        }
-        rhs[bcol] = if jb == f {
-            n * sys.mean_y
-        } else {
-            h[(u, jb)].f64() + n * mean_x[jb] * sys.mean_y
-        };
-    }
 }
 
 /// Gathers unit `u`'s centred block for [`SolveWork::solve_centred`]: `XcᵀXc` on the

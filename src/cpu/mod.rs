@@ -141,7 +141,9 @@ where
         .collect()
 }
 
-/// The selection path's solves on centred operands.
+/// The selection path's solves on centred operands. Every row of `idx` must be feature
+/// indices below F followed by the bias index F ([`Backend::solve_selected`]'s contract);
+/// anything else is refused before any system is solved.
 fn solve_centred<T: Prec>(
     g: &linalg::Gram<T>,
     mean_x: &[f64],
@@ -150,29 +152,26 @@ fn solve_centred<T: Prec>(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
-) -> Vec<std::result::Result<Vec<f64>, usize>> {
-    let (yc, h) = centred_cross(x, y);
+) -> Result<Vec<std::result::Result<Vec<f64>, usize>>> {
     let f = mean_x.len();
-    solve_units(idx, |u, iu, work| {
-        let sys = CentredSystem {
+    if let Some(u) = idx.rows().into_iter().position(|row| {
+        row.iter().last() != Some(&(f as u32)) || row.iter().rev().skip(1).any(|&j| j as usize >= f)
+    }) {
+        return Err(crate::Error::InvalidInput(format!(
+            "solve_selected: row {u} of the index matrix must hold feature indices below {f} followed by the bias index {f}"
+        )));
+    }
+    let (yc, h) = centred_cross(x, y);
+    Ok(solve_units(idx, |u, iu, work| {
+        // ascending order keeps the bias, index F, last
+        let features = &iu[..iu.len() - 1];
+        centred::gather_centred(g, mean_x, h.view(), u, features, work);
+        work.solve_centred(CentredSystem {
             n: rows as f64,
             mean_y: yc.mean[u],
             alpha,
-        };
-        match iu.split_last() {
-            Some((&last, features))
-                if last as usize == f && features.iter().all(|&j| (j as usize) < f) =>
-            {
-                centred::gather_centred(g, mean_x, h.view(), u, features, work);
-                work.solve_centred(sys)
-            }
-            _ => {
-                let (a, rhs) = work.parts();
-                centred::gather(g, mean_x, h.view(), sys, u, iu, a, rhs);
-                work.solve()
-            }
-        }
-    })
+        })
+    }))
 }
 
 /// `bt · atᵀ` (`q × p`), computed so that each row of the result does not depend on how many
@@ -181,12 +180,22 @@ fn solve_centred<T: Prec>(
 /// chunk, YᵀX₁ differed by up to 1.3e-10 absolute at fc8 size; every width from 2 up agrees
 /// bitwise).
 fn cross_rows<T: Real>(bt: faer::MatRef<'_, T>, at: faer::MatRef<'_, T>) -> Array2<T> {
+    rows_independent(bt, at, linalg::cross_t)
+}
+
+/// `product(bt, at)` for a product whose rows are computed independently by faer's
+/// matrix-matrix kernel: a single row of `bt` goes through it as two (see [`cross_rows`]).
+fn rows_independent<T: Real>(
+    bt: faer::MatRef<'_, T>,
+    at: faer::MatRef<'_, T>,
+    product: impl Fn(faer::MatRef<'_, T>, faer::MatRef<'_, T>) -> Array2<T>,
+) -> Array2<T> {
     if bt.nrows() == 1 {
         let twice = Mat::<T>::from_fn(2, bt.ncols(), |_, j| bt[(0, j)]);
-        let out = linalg::cross_t(twice.as_ref(), at);
+        let out = product(twice.as_ref(), at);
         return out.slice(ndarray::s![0..1, ..]).to_owned();
     }
-    linalg::cross_t(bt, at)
+    product(bt, at)
 }
 
 /// The solves on the uploaded (uncentred) `X₁ᵀ` and its Gram matrix.
@@ -292,8 +301,9 @@ impl Backend for CpuBackend {
             } => Stage {
                 name: "per-unit solves (cpu)",
                 items: units as u64,
-                // per-thread system, right-hand side and Cholesky scratch
-                fixed: threads * b(2 * m * m + m),
+                // per thread: the solve workspace (f64 system, its f32 copy, right-hand sides,
+                // Cholesky scratch: within 2m² + m f64) and the top-k keys (16 bytes a feature)
+                fixed: threads * (b(2 * m * m + m) + 16 * features as u64),
                 fixed_binding: 0,
                 // Yᵀ, |r|, the centred Yᵀ and YcᵀXc rows, the selection and the solution
                 per_item: b(rows + features + 1 + 2 * m) + t(rows + features),
@@ -427,10 +437,10 @@ impl Backend for CpuBackend {
         let m = idx.ncols();
         let results = match (g, &x.form) {
             (CpuGram::Centred64(g, mean, n), Form::C64(c)) => {
-                solve_centred(g, mean, *n, c, y, idx, alpha)
+                solve_centred(g, mean, *n, c, y, idx, alpha)?
             }
             (CpuGram::Centred32(g, mean, n), Form::C32(c)) => {
-                solve_centred(g, mean, *n, c, y, idx, alpha)
+                solve_centred(g, mean, *n, c, y, idx, alpha)?
             }
             (CpuGram::Plain(g), Form::Plain(at)) => solve_plain(g, at, y, idx, alpha),
             _ => {
@@ -516,5 +526,43 @@ impl Backend for CpuBackend {
             out.extend(part);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn selected_solves_refuse_rows_without_the_bias_last() {
+        let be = CpuBackend::new(1 << 30);
+        let x = Array2::from_shape_fn((20, 5), |(i, j)| ((i * 7 + j * 3) % 11) as f64 + j as f64);
+        let y = Array2::from_shape_fn((20, 2), |(i, u)| ((i * 5 + u) % 7) as f64);
+        let layout = FeatureLayout {
+            bias: true,
+            correlations: true,
+        };
+        let x1 = be.upload_features(x.view(), layout, Dtype::F64).unwrap();
+        let g = be.gram(&x1).unwrap();
+        let t = be.upload_targets(y.view(), Dtype::F64).unwrap();
+        let good = ndarray::arr2(&[[0u32, 3, 5], [4, 1, 5]]);
+        let solved = be.solve_selected(&g, &x1, &t, good.view(), 1.0).unwrap();
+        assert!(solved.failed.iter().all(Option::is_none));
+        for bad in [
+            ndarray::arr2(&[[0u32, 3, 5], [5, 1, 4]]), // bias not last
+            ndarray::arr2(&[[0u32, 3, 5], [4, 1, 2]]), // no bias
+            ndarray::arr2(&[[0u32, 6, 5], [4, 1, 5]]), // feature index out of range
+        ] {
+            match be.solve_selected(&g, &x1, &t, bad.view(), 1.0) {
+                Err(crate::Error::InvalidInput(msg)) => {
+                    assert!(msg.contains("bias index"), "{msg}")
+                }
+                other => panic!(
+                    "{bad:?}: expected InvalidInput, got {:?}",
+                    other.map(|s| s.failed)
+                ),
+            }
+        }
     }
 }

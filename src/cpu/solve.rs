@@ -17,7 +17,12 @@
 //! `l² ≤ k · ε₃₂ · b_jj`, when refinement does not converge (condition numbers of `B` beyond
 //! ~10⁷), for systems gathered uncentred, and when `NEUROFIT_CPU_SOLVE=f64` asks for it, the
 //! full `(k+1) × (k+1)` system is assembled exactly as before and factored in f64: its result
-//! and its singular-system verdict are those of the f64 path, bit for bit.
+//! and its singular-system verdict are those of the f64 path, bit for bit. A system the mixed
+//! path solves is positive definite up to the f32 rounding of `B` (the full system is PD exactly
+//! when `S` is, `S ⪰ B`, and `B`'s f32 factor met no small pivot), so the two paths disagree on singularity only at the
+//! f64 tolerance's edge: with α = 0 and baselines so large that the uncentred bias pivot falls
+//! below `m·ε₆₄` of its diagonal (≳ 10⁵ × the features' spread), the f64 path reports a singular
+//! system where the mixed path returns the (well-determined) solution.
 //!
 //! **Padding.** faer's kernels read and write the padding rows of a column-major matrix (the
 //! rows between `m` and the column stride) and of their scratch. Left alone, those never-read
