@@ -38,6 +38,13 @@ var<workgroup> w_block: array<sreal, 256>; // CB × CB, row-major
 var<workgroup> w_ti: array<sreal, 512>;    // CT × CB rows of L21 for the tile's rows
 var<workgroup> w_tl: array<sreal, 512>;    // CT × CB rows of L21 for the tile's columns
 
+// Whether matrix u failed in an earlier dispatch (a workgroup-uniform answer; call it from
+// uniform control flow).
+fn already_failed(u: u32, tid: u32) -> bool {
+    if (tid == 0u) { w_state = status[u]; }
+    return workgroupUniformLoad(&w_state) != 0u;
+}
+
 fn tri_row(t: u32) -> u32 {
     var r = u32((sqrt(8.0 * f32(t) + 1.0) - 1.0) * 0.5);
     // correct the float estimate
@@ -54,9 +61,7 @@ fn panel(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
     let tid = lid.x;
     let jb = p.j0;
     let nb = min(CB, m - jb);
-    if (tid == 0u) { w_state = status[u]; }
-    let st = workgroupUniformLoad(&w_state);
-    if (st != 0u) { return; }
+    if (already_failed(u, tid)) { return; }
     // the diagonal block, one element per thread (CB² = WG)
     let br = tid / CB;
     let bc = tid % CB;
@@ -116,9 +121,7 @@ fn update(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
     let tl = pair - ti * (ti + 1u) / 2u;
     let i0 = r0 + ti * CT;
     let l0 = r0 + tl * CT;
-    if (tid == 0u) { w_state = status[u]; }
-    let st = workgroupUniformLoad(&w_state);
-    if (st != 0u || i0 >= m) { return; }
+    if (already_failed(u, tid) || i0 >= m) { return; }
     for (var t = tid; t < CT * CB; t += WG) {
         let r = t / CB;
         let c = t % CB;
@@ -162,9 +165,7 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
     let m = p.m;
     let base = u * m * m;
     let tid = lid.x;
-    if (tid == 0u) { w_state = status[u]; }
-    let st = workgroupUniformLoad(&w_state);
-    if (st != 0u) { return; }
+    if (already_failed(u, tid)) { return; }
     for (var j = p.j0; j < p.j1; j++) {
         if (tid == 0u) {
             let y = rhs[u * m + j] / sys[base + j * m + j];
@@ -186,9 +187,7 @@ fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let m = p.m;
     let base = u * m * m;
     let tid = lid.x;
-    if (tid == 0u) { w_state = status[u]; }
-    let st = workgroupUniformLoad(&w_state);
-    if (st != 0u) { return; }
+    if (already_failed(u, tid)) { return; }
     var j = p.j1;
     loop {
         if (j <= p.j0) { break; }
