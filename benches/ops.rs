@@ -27,10 +27,12 @@ struct Run<'a>(Op<'a>, Dtype);
 const ALL: FeatureLayout = FeatureLayout {
     bias: true,
     correlations: true,
+    low_precision_gram: false,
 };
 const BIAS: FeatureLayout = FeatureLayout {
     bias: true,
     correlations: false,
+    low_precision_gram: false,
 };
 
 impl Job for Run<'_> {
@@ -59,6 +61,7 @@ impl Job for Run<'_> {
                 let layout = FeatureLayout {
                     bias: false,
                     correlations: false,
+                    low_precision_gram: false,
                 };
                 let f = be.upload_features(x.t(), layout, d)?;
                 let t = be.upload_targets(w.view(), d)?;

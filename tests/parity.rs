@@ -108,6 +108,7 @@ impl Job for PrimJob<'_> {
         let all = FeatureLayout {
             bias: true,
             correlations: true,
+            low_precision_gram: false,
         };
         match self.prim {
             Prim::Gram => {
@@ -164,6 +165,7 @@ impl Job for PrimJob<'_> {
                 let none = FeatureLayout {
                     bias: false,
                     correlations: false,
+                    low_precision_gram: false,
                 };
                 let xs = be.upload_features(self.x.view(), none, self.dtype)?;
                 Ok(be

@@ -137,7 +137,39 @@ fn main() {
         "every_fixture_case_is_covered",
         every_fixture_case_is_covered,
     );
+    if std::env::var_os(GRAM_ENV).is_none() {
+        suite.test(
+            "cpu_fixtures_with_the_f32_gram_and_data_residuals",
+            cpu_fixtures_with_the_f32_gram,
+        );
+    }
     suite.run()
+}
+
+/// The environment variable that forces the CPU's f32 Gram matrix for f64 selection fits.
+const GRAM_ENV: &str = "NEUROFIT_CPU_GRAM";
+
+/// The f64 fixtures' Gram matrices are small enough that the cost rule keeps most of them in
+/// f64; this runs every CPU case again in a child process with the f32 Gram matrix and data
+/// residuals forced (the variable is read per upload, so it cannot be set for one trial).
+fn cpu_fixtures_with_the_f32_gram() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("cpu::")
+        .arg("--test-threads=1")
+        .env(GRAM_ENV, "f32")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "with {GRAM_ENV}=f32:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text.matches("... ok").count();
+    assert!(
+        passed >= CASES.len(),
+        "only {passed} trials passed:\n{text}"
+    );
 }
 
 fn every_fixture_case_is_covered() {

@@ -90,6 +90,27 @@ impl<T: Real> Centred<T> {
         out
     }
 
+    /// Variable `j`'s centred samples, contiguous: `Some` for features (stored samples ×
+    /// variables), `None` for targets.
+    pub fn column(&self, j: usize) -> Option<&[T]> {
+        if !self.by_columns {
+            return None;
+        }
+        self.data.col(j).try_as_col_major().map(|c| c.as_slice())
+    }
+
+    /// `XcᵀXc` of this copy rounded to f32 (the f32 copy, formed in the storage layout, lives
+    /// only while the product runs).
+    pub fn gram_f32(&self) -> Gram<f32> {
+        let d = &self.data;
+        let copy = Mat::<f32>::from_fn(d.nrows(), d.ncols(), |i, j| d[(i, j)].f64() as f32);
+        if self.by_columns {
+            crate::linalg::gram_lower_t(copy.transpose())
+        } else {
+            crate::linalg::gram_lower_t(copy.as_ref())
+        }
+    }
+
     /// The centred matrix as variables × samples.
     pub fn ct(&self) -> MatRef<'_, T> {
         if self.by_columns {
@@ -213,6 +234,35 @@ pub fn gather_centred<T: Real>(
         }
         xbar[bcol] = mean_x[jb];
         rhs[bcol] = h[(u, jb)].f64();
+    }
+}
+
+/// Gathers unit `u`'s centred block for [`SolveWork::solve_centred_data`]: `XcᵀXc` on the
+/// `features` (ascending, the bias excluded; lower triangle) from the f32 Gram matrix, their
+/// means and `Xcᵀyc`; `cols` receives their centred f64 columns (in place in `x`).
+pub fn gather_centred_data<'x>(
+    g: &Gram<f32>,
+    x: &'x Centred<f64>,
+    h: ArrayView2<f64>,
+    u: usize,
+    features: &[u32],
+    work: &mut SolveWork,
+    cols: &mut Vec<&'x [f64]>,
+) {
+    let (mut a, xbar, rhs) = work.data_parts();
+    let k = features.len();
+    cols.clear();
+    for bcol in 0..k {
+        let jb = features[bcol] as usize;
+        for arow in bcol..k {
+            a[(arow, bcol)] = g.sym(features[arow] as usize, jb);
+        }
+        xbar[bcol] = x.mean[jb];
+        rhs[bcol] = h[(u, jb)];
+        cols.push(
+            x.column(jb)
+                .expect("features are stored a variable per column"),
+        );
     }
 }
 

@@ -41,6 +41,9 @@ impl CpuBackend {
 pub struct CpuFeatures {
     form: Form,
     rows: usize,
+    /// An f64 selection path whose Gram matrix is held in f32, the solves refined against the
+    /// data ([`FeatureLayout::low_precision_gram`], taken unless `NEUROFIT_CPU_SOLVE=f64`).
+    low_gram: bool,
 }
 
 /// How the features are held.
@@ -73,6 +76,9 @@ pub enum CpuGram {
     Centred64(linalg::Gram<f64>, Vec<f64>, usize),
     /// `XcᵀXc` in f32.
     Centred32(linalg::Gram<f32>, Vec<f64>, usize),
+    /// An f64 fit's `XcᵀXc` rounded to f32: the per-unit solves factor it and refine against
+    /// the f64 data (it is never handed to the host).
+    Centred64Low(linalg::Gram<f32>),
 }
 
 /// Picks the per-precision members of the CPU's containers.
@@ -108,7 +114,11 @@ fn centred_cross<'a, T: Prec>(
 /// in ascending order (each column of G is then read front to back; the bias, index F, stays
 /// last). The solutions come back in the order of `idx`'s row; a failed factorisation names
 /// the pivot's position in that row.
-fn solve_units<F>(idx: ArrayView2<u32>, solve: F) -> Vec<std::result::Result<Vec<f64>, usize>>
+fn solve_units<F>(
+    idx: ArrayView2<u32>,
+    work: impl Fn() -> SolveWork + Sync + Send,
+    solve: F,
+) -> Vec<std::result::Result<Vec<f64>, usize>>
 where
     F: Fn(usize, &[u32], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
 {
@@ -118,7 +128,7 @@ where
         .map_init(
             || {
                 (
-                    SolveWork::new(m),
+                    work(),
                     Vec::<(u32, usize)>::with_capacity(m),
                     Vec::<u32>::with_capacity(m),
                 )
@@ -153,7 +163,42 @@ fn solve_centred<T: Prec>(
     idx: ArrayView2<u32>,
     alpha: f64,
 ) -> Result<Vec<std::result::Result<Vec<f64>, usize>>> {
-    let f = mean_x.len();
+    check_selection(idx, mean_x.len())?;
+    let m = idx.ncols();
+    let (yc, h) = centred_cross(x, y);
+    Ok(solve_units(
+        idx,
+        || SolveWork::new(m),
+        |u, iu, work| {
+            // ascending order keeps the bias, index F, last
+            let features = &iu[..iu.len() - 1];
+            centred::gather_centred(g, mean_x, h.view(), u, features, work);
+            work.solve_centred(CentredSystem {
+                n: rows as f64,
+                mean_y: yc.mean[u],
+                alpha,
+            })
+        },
+    ))
+}
+
+/// The environment variable that overrides [`FeatureLayout::low_precision_gram`] for f64
+/// selection fits on the CPU: `f32` (always hold the Gram matrix in f32 and refine against the
+/// data), `f64` (never); anything else leaves the choice to the fit's cost rule.
+pub const GRAM_ENV: &str = "NEUROFIT_CPU_GRAM";
+
+/// `Some(low)` when [`GRAM_ENV`] forces the choice (read at every upload).
+fn gram_override() -> Option<bool> {
+    match std::env::var(GRAM_ENV).ok()?.trim() {
+        "f32" => Some(true),
+        "f64" => Some(false),
+        _ => None,
+    }
+}
+
+/// Refuses index rows other than feature indices below `f` followed by the bias index `f`
+/// ([`Backend::solve_selected`]'s contract), before any system is solved.
+fn check_selection(idx: ArrayView2<u32>, f: usize) -> Result<()> {
     if let Some(u) = idx.rows().into_iter().position(|row| {
         row.iter().last() != Some(&(f as u32)) || row.iter().rev().skip(1).any(|&j| j as usize >= f)
     }) {
@@ -161,17 +206,35 @@ fn solve_centred<T: Prec>(
             "solve_selected: row {u} of the index matrix must hold feature indices below {f} followed by the bias index {f}"
         )));
     }
+    Ok(())
+}
+
+/// The f64 selection path's solves on the f32 Gram matrix, refined against the f64 data.
+fn solve_centred_data(
+    g: &linalg::Gram<f32>,
+    x: &Centred<f64>,
+    rows: usize,
+    y: &CpuTargets,
+    idx: ArrayView2<u32>,
+    alpha: f64,
+) -> Result<Vec<std::result::Result<Vec<f64>, usize>>> {
+    check_selection(idx, x.mean.len())?;
+    let m = idx.ncols();
     let (yc, h) = centred_cross(x, y);
-    Ok(solve_units(idx, |u, iu, work| {
-        // ascending order keeps the bias, index F, last
-        let features = &iu[..iu.len() - 1];
-        centred::gather_centred(g, mean_x, h.view(), u, features, work);
-        work.solve_centred(CentredSystem {
-            n: rows as f64,
-            mean_y: yc.mean[u],
-            alpha,
-        })
-    }))
+    Ok(solve_units(
+        idx,
+        || SolveWork::with_data(m, rows),
+        |u, iu, work| {
+            let mut cols = Vec::with_capacity(m);
+            centred::gather_centred_data(g, x, h.view(), u, &iu[..iu.len() - 1], work, &mut cols);
+            let sys = CentredSystem {
+                n: rows as f64,
+                mean_y: yc.mean[u],
+                alpha,
+            };
+            work.solve_centred_data(sys, &cols)
+        },
+    ))
 }
 
 /// `bt · atᵀ` (`q × p`), computed so that each row of the result does not depend on how many
@@ -207,14 +270,19 @@ fn solve_plain(
     alpha: f64,
 ) -> Vec<std::result::Result<Vec<f64>, usize>> {
     let h = cross_rows(y.yt.as_ref(), at.as_ref());
-    solve_units(idx, |u, iu, work| {
-        let (a, rhs) = work.parts();
-        gather_system(g, iu, alpha, a);
-        for (r, &i) in iu.iter().enumerate() {
-            rhs[r] = h[(u, i as usize)];
-        }
-        work.solve()
-    })
+    let m = idx.ncols();
+    solve_units(
+        idx,
+        || SolveWork::new(m),
+        |u, iu, work| {
+            let (a, rhs) = work.parts();
+            gather_system(g, iu, alpha, a);
+            for (r, &i) in iu.iter().enumerate() {
+                rhs[r] = h[(u, i as usize)];
+            }
+            work.solve()
+        },
+    )
 }
 
 /// Gathers the `m × m` system of one unit from the lower triangle of `g`, adding `alpha` on the
@@ -292,7 +360,12 @@ impl Backend for CpuBackend {
                     b(rows * (cols + usize::from(layout.bias)))
                 },
             ),
-            Op::Gram { dim, .. } => Stage::fixed("gram (cpu)", b(dim.div_ceil(8) * 8 * dim)),
+            // f64 (or f32 and, while it is formed, an f32 copy of the centred features)
+            Op::Gram { rows, dim } => Stage::fixed(
+                "gram (cpu)",
+                b(dim.div_ceil(8) * 8 * dim)
+                    .max(4 * (dim.div_ceil(16) * 16 * dim + rows * dim) as u64),
+            ),
             Op::SelectedUnits {
                 units,
                 rows,
@@ -302,8 +375,10 @@ impl Backend for CpuBackend {
                 name: "per-unit solves (cpu)",
                 items: units as u64,
                 // per thread: the solve workspace (f64 system, its f32 copy, right-hand sides,
-                // Cholesky scratch: within 2m² + m f64) and the top-k keys (16 bytes a feature)
-                fixed: threads * (b(2 * m * m + m) + 16 * features as u64),
+                // Cholesky scratch: within 2m² + m f64), the selected data columns an f32 Gram
+                // matrix's fall-back copies (rows · m f64) and the top-k keys (16 bytes a
+                // feature)
+                fixed: threads * (b(2 * m * m + m + rows * m) + 16 * features as u64),
                 fixed_binding: 0,
                 // Yᵀ, |r|, the centred Yᵀ and YcᵀXc rows, the selection and the solution
                 per_item: b(rows + features + 1 + 2 * m) + t(rows + features),
@@ -359,6 +434,9 @@ impl Backend for CpuBackend {
             return Ok(CpuFeatures {
                 form,
                 rows: a.nrows(),
+                low_gram: gram_override().unwrap_or(layout.low_precision_gram)
+                    && dtype == Dtype::F64
+                    && solve::mixed_allowed(),
             });
         }
         let at = if layout.bias {
@@ -369,6 +447,7 @@ impl Backend for CpuBackend {
         Ok(CpuFeatures {
             form: Form::Plain(at),
             rows: a.nrows(),
+            low_gram: false,
         })
     }
 
@@ -384,6 +463,7 @@ impl Backend for CpuBackend {
 
     fn gram(&self, a: &CpuFeatures) -> Result<CpuGram> {
         Ok(match &a.form {
+            Form::C64(c) if a.low_gram => CpuGram::Centred64Low(c.gram_f32()),
             Form::C64(c) => {
                 CpuGram::Centred64(linalg::gram_lower_t(c.ct()), c.mean.clone(), a.rows)
             }
@@ -399,6 +479,11 @@ impl Backend for CpuBackend {
             CpuGram::Plain(g) => g,
             CpuGram::Centred64(g, mean, n) => centred::uncentred_gram(&g, &mean, n),
             CpuGram::Centred32(g, mean, n) => centred::uncentred_gram(&g, &mean, n),
+            CpuGram::Centred64Low(_) => {
+                return Err(crate::Error::InvalidInput(
+                    "the Gram matrix of a selection-path upload with low_precision_gram is held in f32 for the per-unit solves; upload without it to read the Gram matrix".into(),
+                ))
+            }
         })
     }
 
@@ -441,6 +526,9 @@ impl Backend for CpuBackend {
             }
             (CpuGram::Centred32(g, mean, n), Form::C32(c)) => {
                 solve_centred(g, mean, *n, c, y, idx, alpha)?
+            }
+            (CpuGram::Centred64Low(g), Form::C64(c)) => {
+                solve_centred_data(g, c, x.rows, y, idx, alpha)?
             }
             (CpuGram::Plain(g), Form::Plain(at)) => solve_plain(g, at, y, idx, alpha),
             _ => {
@@ -535,6 +623,68 @@ mod tests {
     use ndarray::Array2;
 
     #[test]
+    fn an_f32_gram_with_data_residuals_solves_like_the_f64_gram() {
+        let be = CpuBackend::new(1 << 30);
+        let (n, f, units, k) = (120, 90, 6, 12);
+        // baselines ~100 as in fMRI data, and a correlated pair of features
+        let x = Array2::from_shape_fn((n, f), |(i, j)| {
+            let h = ((i * 7919 + j * 104_729) % 1009) as f64 / 1009.0;
+            100.0
+                + j as f64
+                + h
+                + if j == 1 {
+                    ((i * 31) % 17) as f64 * 0.3
+                } else {
+                    0.0
+                }
+        });
+        let y = Array2::from_shape_fn((n, units), |(i, u)| {
+            x[(i, u)] - 0.5 * x[(i, u + 3)] + ((i * 13 + u) % 7) as f64 * 0.1
+        });
+        let idx = Array2::from_shape_fn((units, k + 1), |(u, r)| {
+            if r == k {
+                f as u32
+            } else {
+                ((u * 5 + r * 7) % f) as u32
+            }
+        });
+        let solve = |low: bool| {
+            let layout = FeatureLayout {
+                bias: true,
+                correlations: true,
+                low_precision_gram: low,
+            };
+            let x1 = be.upload_features(x.view(), layout, Dtype::F64).unwrap();
+            let g = be.gram(&x1).unwrap();
+            assert_eq!(matches!(g, CpuGram::Centred64Low(_)), low);
+            let t = be.upload_targets(y.view(), Dtype::F64).unwrap();
+            let mut sorted = idx.clone();
+            for mut row in sorted.rows_mut() {
+                row.as_slice_mut().unwrap().sort_unstable();
+            }
+            be.solve_selected(&g, &x1, &t, sorted.view(), 2.0).unwrap()
+        };
+        let (low, full) = (solve(true), solve(false));
+        assert!(low.failed.iter().chain(&full.failed).all(Option::is_none));
+        let scale = full.theta.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        for (i, (a, b)) in low.theta.iter().zip(&full.theta).enumerate() {
+            assert!((a - b).abs() <= 1e-9 * scale, "entry {i}: {a} vs {b}");
+        }
+        // the f32 Gram matrix is not handed to the host
+        let layout = FeatureLayout {
+            bias: true,
+            correlations: true,
+            low_precision_gram: true,
+        };
+        let x1 = be.upload_features(x.view(), layout, Dtype::F64).unwrap();
+        let g = be.gram(&x1).unwrap();
+        assert!(matches!(
+            be.gram_to_host(g),
+            Err(crate::Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
     fn selected_solves_refuse_rows_without_the_bias_last() {
         let be = CpuBackend::new(1 << 30);
         let x = Array2::from_shape_fn((20, 5), |(i, j)| ((i * 7 + j * 3) % 11) as f64 + j as f64);
@@ -542,6 +692,7 @@ mod tests {
         let layout = FeatureLayout {
             bias: true,
             correlations: true,
+            low_precision_gram: false,
         };
         let x1 = be.upload_features(x.view(), layout, Dtype::F64).unwrap();
         let g = be.gram(&x1).unwrap();

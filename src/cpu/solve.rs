@@ -13,6 +13,15 @@
 //! `‖r − Sθ‖∞ ≤ √k · ‖S‖∞ · ‖θ‖∞ · ε₆₄` (the stopping rule of LAPACK's `dsposv`), at most
 //! [`MAX_REFINE`] steps. The result is then as accurate as a backward-stable f64 solve of `S`.
 //!
+//! **Residuals from the data (f64 fits with an f32 Gram matrix).** Where the fit's cost rule
+//! ([`crate::backend::low_precision_gram_pays`]) holds the Gram matrix in f32, there is no f64
+//! `B` to gather: `B` comes rounded to f32 straight from the f32 Gram matrix, and the residual's
+//! `XcᵀXc·θ` is computed from the unit's selected centred f64 columns, read in place
+//! (`Xsᵀ(Xs θ)` per block of samples, one pass over the columns a step). The stopping rule is the
+//! same, so the solution is as accurate as a backward-stable f64 solve of the system of the
+//! data. Where this does not converge, `XsᵀXs` is formed in f64 from the columns and the full
+//! system factored in f64, with the f64 path's singular-system verdict.
+//!
 //! **The f64 path decides otherwise.** When the f32 factorisation fails or meets a pivot
 //! `l² ≤ k · ε₃₂ · b_jj`, when refinement does not converge (condition numbers of `B` beyond
 //! ~10⁷), for systems gathered uncentred, and when `NEUROFIT_CPU_SOLVE=f64` asks for it, the
@@ -45,7 +54,7 @@ pub const MAX_REFINE: usize = 30;
 pub const SOLVE_ENV: &str = "NEUROFIT_CPU_SOLVE";
 
 /// Whether the mixed-precision solve is allowed (read once per process).
-fn mixed_allowed() -> bool {
+pub fn mixed_allowed() -> bool {
     static MIXED: OnceLock<bool> = OnceLock::new();
     *MIXED.get_or_init(|| std::env::var(SOLVE_ENV).map_or(true, |v| v.trim() != "f64"))
 }
@@ -124,6 +133,9 @@ pub struct SolveWork {
     w: Vec<f64>,
     a32: Padded<f32>,
     d32: Padded<f32>,
+    diag: Vec<f64>,
+    /// A block of `Xs θ` for residuals computed from the data ([`SolveWork::with_data`]).
+    v: Vec<f64>,
     scratch: MemBuffer,
     scratch32: MemBuffer,
     mixed: bool,
@@ -169,11 +181,24 @@ impl SolveWork {
             w: vec![0.0; k],
             a32: Padded::new(k, k),
             d32: Padded::new(k, 1),
+            diag: vec![0.0; k],
+            v: Vec::new(),
             scratch: MemBuffer::new(req64),
             scratch32: MemBuffer::new(req32),
             mixed,
             refined: 0,
         }
+    }
+
+    /// A workspace for `m × m` centred systems over `n` samples whose f32 block is gathered
+    /// from an f32 Gram matrix and whose residuals are computed from the f64 data (filled
+    /// through [`SolveWork::data_parts`], solved by [`SolveWork::solve_centred_data`]).
+    pub fn with_data(m: usize, n: usize) -> Self {
+        let mut w = Self::with_mixed(m, true);
+        let k = m.saturating_sub(1);
+        w.diag = vec![0.0; k];
+        w.v = vec![0.0; sample_block(k).min(n).max(1)];
+        w
     }
 
     /// The system matrix (only the lower triangle is read) and the right-hand side, for
@@ -195,6 +220,61 @@ impl SolveWork {
         )
     }
 
+    /// For a centred system from data (a workspace made by [`SolveWork::with_data`]; `m = k + 1`,
+    /// the bias last): the `k × k` block `XcᵀXc` rounded to f32 (lower triangle, without α),
+    /// the features' means `x̄` and the right-hand side `Xcᵀyc`, for filling.
+    pub fn data_parts(&mut self) -> (MatMut<'_, f32>, &mut [f64], &mut [f64]) {
+        let k = self.m - 1;
+        (
+            self.a32.view_mut(),
+            &mut self.xbar[..k],
+            &mut self.b.data()[..k],
+        )
+    }
+
+    /// Solves the system filled through [`SolveWork::data_parts`], whose features' centred
+    /// columns (`n` samples each, f64) are `cols`: the f32 block is factored and the solution
+    /// refined with residuals computed from `cols`; where that does not converge, `XcᵀXc` is
+    /// formed in f64 from `cols` and the full system solved in f64 (see the module
+    /// documentation).
+    ///
+    /// # Panics
+    /// When `cols` does not hold one column for each of the `k` features.
+    pub fn solve_centred_data(
+        &mut self,
+        sys: CentredSystem,
+        cols: &[&[f64]],
+    ) -> std::result::Result<(), usize> {
+        let k = self.m - 1;
+        assert_eq!(
+            cols.len(),
+            k,
+            "solve_centred_data: one column a selected feature"
+        );
+        if k > 0 && self.solve_mixed(sys, Some(cols)) {
+            self.refined += 1;
+            return Ok(());
+        }
+        if k > 0 {
+            let n = cols[0].len();
+            let mut xs = faer::Mat::<f64>::zeros(n, k);
+            for (j, c) in cols.iter().enumerate() {
+                for (i, &v) in c.iter().enumerate() {
+                    xs[(i, j)] = v;
+                }
+            }
+            faer::linalg::matmul::matmul(
+                self.a.view_mut().submatrix_mut(0, 0, k, k),
+                faer::Accum::Replace,
+                xs.transpose(),
+                xs.as_ref(),
+                1.0,
+                Par::Seq,
+            );
+        }
+        self.solve_full(sys)
+    }
+
     /// Solves the system filled through [`SolveWork::parts`] in f64; on success
     /// [`SolveWork::solution`] holds `x`. `Err(pivot)` when the Cholesky finds the system not
     /// positive definite (see [`cholesky_solve_in_place`]).
@@ -213,10 +293,16 @@ impl SolveWork {
     /// where it converges, else the full system assembled and solved by [`SolveWork::solve`]
     /// (see the module documentation).
     pub fn solve_centred(&mut self, sys: CentredSystem) -> std::result::Result<(), usize> {
-        if self.mixed && self.solve_mixed(sys) {
+        if self.mixed && self.solve_mixed(sys, None) {
             self.refined += 1;
             return Ok(());
         }
+        self.solve_full(sys)
+    }
+
+    /// Assembles the full `(k+1) × (k+1)` system from the centred block in `a` (lower
+    /// triangle), `x̄` and `Xcᵀyc`, and solves it in f64.
+    fn solve_full(&mut self, sys: CentredSystem) -> std::result::Result<(), usize> {
         // X₁ᵀX₁ + αI and X₁ᵀy with the bias terms restored: XᵀX = XcᵀXc + n·x̄x̄ᵀ,
         // Xᵀ1 = n·x̄, 1ᵀ1 = n; Xᵀy = Xcᵀyc + n·x̄·ȳ, 1ᵀy = n·ȳ
         let (m, k, n) = (self.m, self.m - 1, sys.n);
@@ -248,8 +334,11 @@ impl SolveWork {
         self.refined
     }
 
-    /// The mixed-precision attempt; `false` leaves the filled parts untouched.
-    fn solve_mixed(&mut self, sys: CentredSystem) -> bool {
+    /// The mixed-precision attempt; `false` leaves the filled f64 parts untouched. With `cols`
+    /// the f32 block is already in `a32` and the residuals come from the data columns;
+    /// else the block is rounded from the f64 block in `a`, which the residuals use.
+    fn solve_mixed(&mut self, sys: CentredSystem, cols: Option<&[&[f64]]>) -> bool {
+        let data = cols.is_some();
         let k = self.m - 1;
         if k == 0 {
             return false;
@@ -258,24 +347,45 @@ impl SolveWork {
         let c = n * alpha / (n + alpha);
         let a = self.a.view();
         let xbar = &self.xbar[..k];
-        // B = XcᵀXc + αI rounded to f32, and ‖S‖∞ ≤ ‖B‖∞ + c·max|x̄|·Σ|x̄|
+        // B = XcᵀXc + αI in f32, its diagonal in f64, and ‖S‖∞ ≤ ‖B‖∞ + c·max|x̄|·Σ|x̄|
         let row_sums = &mut self.w;
         row_sums.fill(0.0);
         {
             let stride = self.a32.stride;
             let a32 = self.a32.data();
             for j in 0..k {
-                let src = &lower_col(a, j, k)[j..];
                 let dst = &mut a32[j * stride + j..j * stride + k];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = *s as f32;
+                if !data {
+                    for (d, s) in dst.iter_mut().zip(&lower_col(a, j, k)[j..]) {
+                        *d = *s as f32;
+                    }
                 }
-                let diag = src[0] + alpha;
+                let below = if data {
+                    dst[0] as f64
+                } else {
+                    lower_col(a, j, k)[j]
+                };
+                let diag = below + alpha;
+                self.diag[j] = diag;
                 dst[0] = diag as f32;
-                for (rs, s) in row_sums[j + 1..].iter_mut().zip(&src[1..]) {
-                    *rs += s.abs();
+                let mut sum = 0.0;
+                let mut add = |rs: &mut f64, v: f64| {
+                    *rs += v.abs();
+                    sum += v.abs();
+                };
+                if data {
+                    for (rs, s) in row_sums[j + 1..].iter_mut().zip(&dst[1..]) {
+                        add(rs, *s as f64);
+                    }
+                } else {
+                    for (rs, s) in row_sums[j + 1..]
+                        .iter_mut()
+                        .zip(&lower_col(a, j, k)[j + 1..])
+                    {
+                        add(rs, *s);
+                    }
                 }
-                row_sums[j] += diag.abs() + abs_sum(&src[1..]);
+                row_sums[j] += diag.abs() + sum;
             }
         }
         let xmax = xbar.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
@@ -304,9 +414,7 @@ impl SolveWork {
             for j in 0..k {
                 let l = l32[(j, j)] as f64;
                 // NaN pivots fail too
-                if (l * l).partial_cmp(&(tol * (a[(j, j)] + alpha)))
-                    != Some(std::cmp::Ordering::Greater)
-                {
+                if (l * l).partial_cmp(&(tol * self.diag[j])) != Some(std::cmp::Ordering::Greater) {
                     return false;
                 }
             }
@@ -338,19 +446,23 @@ impl SolveWork {
             for ((t, &uj), &wj) in theta.iter_mut().zip(u.iter()).zip(w.iter()) {
                 *t += uj - wj * s;
             }
-            // r = r₀ − αθ − c·x̄(x̄ᵀθ) − XcᵀXc·θ (the f64 lower triangle)
+            // r = r₀ − αθ − c·x̄(x̄ᵀθ) − XcᵀXc·θ (the f64 lower triangle, or the data)
             let xt = c * dot(xbar, theta);
             for (((rj, &r0j), &xj), &tj) in r.iter_mut().zip(r0.iter()).zip(xbar).zip(theta.iter())
             {
                 *rj = r0j - xt * xj - alpha * tj;
             }
-            for j in 0..k {
-                let col = &lower_col(a, j, k)[j..];
-                let tj = theta[j];
-                for (ri, &v) in r[j + 1..].iter_mut().zip(&col[1..]) {
-                    *ri -= v * tj;
+            if let Some(cols) = cols {
+                subtract_data_product(cols, theta, &mut self.v, u, r);
+            } else {
+                for j in 0..k {
+                    let col = &lower_col(a, j, k)[j..];
+                    let tj = theta[j];
+                    for (ri, &v) in r[j + 1..].iter_mut().zip(&col[1..]) {
+                        *ri -= v * tj;
+                    }
+                    r[j] -= col[0] * tj + dot(&col[1..], &theta[j + 1..]);
                 }
-                r[j] -= col[0] * tj + dot(&col[1..], &theta[j + 1..]);
             }
             let rnorm = r.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
             let tnorm = theta.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
@@ -367,6 +479,66 @@ impl SolveWork {
             self.x[k] = n * (sys.mean_y - xt) / (n + alpha);
         }
         converged
+    }
+}
+
+/// Samples per block of [`subtract_data_product`]: the block of every selected column
+/// (`k × block` f64) stays within ~1 MiB, inside L2.
+fn sample_block(k: usize) -> usize {
+    (131_072 / k.max(1)).clamp(16, 2048) / 8 * 8
+}
+
+/// `r −= XsᵀXs·θ` for the selected centred columns `cols` (each `n` samples, read in place),
+/// in f64: per block of samples, `v = Xs θ` on the block, then each column's dot product with
+/// `v` added to `acc`, and `r −= acc` at the end. One pass over the columns from memory; the
+/// block's second use comes from cache. The arithmetic (eight partial sums per dot product, no
+/// fused multiply-add) is the same whichever instruction set runs it.
+fn subtract_data_product(
+    cols: &[&[f64]],
+    theta: &[f64],
+    v: &mut [f64],
+    acc: &mut [f64],
+    r: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was detected on this CPU just above.
+        unsafe { data_product_avx2(cols, theta, v, acc) };
+    } else {
+        data_product(cols, theta, v, acc);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    data_product(cols, theta, v, acc);
+    for (ri, a) in r.iter_mut().zip(acc.iter()) {
+        *ri -= a;
+    }
+}
+
+/// [`data_product`] compiled for AVX2 (the loops vectorise four lanes wide).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn data_product_avx2(cols: &[&[f64]], theta: &[f64], v: &mut [f64], acc: &mut [f64]) {
+    data_product(cols, theta, v, acc)
+}
+
+/// `acc = XsᵀXs·θ` over blocks of `v.len()` samples (see [`subtract_data_product`]).
+#[inline(always)]
+fn data_product(cols: &[&[f64]], theta: &[f64], v: &mut [f64], acc: &mut [f64]) {
+    acc.fill(0.0);
+    let n = cols.first().map_or(0, |c| c.len());
+    let block = v.len().max(1);
+    for i0 in (0..n).step_by(block) {
+        let sb = block.min(n - i0);
+        let v = &mut v[..sb];
+        v.fill(0.0);
+        for (c, &t) in cols.iter().zip(theta) {
+            for (vi, &x) in v.iter_mut().zip(&c[i0..i0 + sb]) {
+                *vi += t * x;
+            }
+        }
+        for (c, a) in cols.iter().zip(acc.iter_mut()) {
+            *a += dot(&c[i0..i0 + sb], v);
+        }
     }
 }
 
@@ -390,6 +562,7 @@ fn abs_sum(v: &[f64]) -> f64 {
 }
 
 /// `aᵀb`, eight partial sums (so that it vectorises).
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -534,6 +707,89 @@ mod tests {
             let be = backward_error(&x, &y, base, 10.0, &mixed);
             assert!(be < 1e-14, "base {base}: backward error {be:e}");
         }
+    }
+
+    /// Solves the centred system of `x + base` with the f32 block and data residuals.
+    fn solve_from_data(
+        x: &[Vec<f64>],
+        y: &[f64],
+        base: f64,
+        alpha: f64,
+    ) -> (std::result::Result<Vec<f64>, usize>, usize) {
+        let (n, k) = (x.len(), x[0].len());
+        let mut w = SolveWork::with_data(k + 1, n);
+        let mut full = SolveWork::with_mixed(k + 1, false);
+        let mut sys = fill(&mut full, x, y, base);
+        sys.alpha = alpha;
+        let cols: Vec<Vec<f64>> = (0..k)
+            .map(|j| {
+                let m = x.iter().map(|r| r[j]).sum::<f64>() / n as f64;
+                x.iter().map(|r| r[j] - m).collect()
+            })
+            .collect();
+        {
+            let (mut a32, xbar, rhs) = w.data_parts();
+            let (a, fx, fr) = full.centred_parts();
+            for j in 0..k {
+                for i in j..k {
+                    a32[(i, j)] = a[(i, j)] as f32;
+                }
+            }
+            xbar.copy_from_slice(fx);
+            rhs.copy_from_slice(fr);
+        }
+        let refs: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
+        let r = w
+            .solve_centred_data(sys, &refs)
+            .map(|_| w.solution().to_vec());
+        (r, w.refined())
+    }
+
+    #[test]
+    fn data_residuals_reach_f64_accuracy_from_an_f32_block() {
+        for (base, agree) in [(0.0, 1e-12), (100.0, 1e-9)] {
+            let (x, y) = data(300, 60, 5);
+            let (mixed, refined) = solve_from_data(&x, &y, base, 10.0);
+            assert_eq!(refined, 1, "the mixed path must have been taken");
+            let [_, (direct, _)] = solve_both(&x, &y, base, 10.0);
+            let (mixed, direct) = (mixed.unwrap(), direct.unwrap());
+            let scale = direct.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            for (i, (a, b)) in mixed.iter().zip(&direct).enumerate() {
+                assert!(
+                    (a - b).abs() <= agree * scale,
+                    "base {base}, entry {i}: from data {a} vs f64 {b}"
+                );
+            }
+            let be = backward_error(&x, &y, base, 10.0, &mixed);
+            assert!(be < 1e-14, "base {base}: backward error {be:e}");
+        }
+    }
+
+    #[test]
+    fn data_residuals_fall_back_to_an_f64_system_formed_from_the_data() {
+        // ill-conditioned (cond ~1e12): no convergence, the f64 solve of XsᵀXs takes over
+        let (mut x, y) = data(200, 20, 11);
+        let mut s = 99;
+        for r in x.iter_mut() {
+            r[1] = r[0] + 1e-6 * lcg(&mut s);
+        }
+        // (no baselines: with them the f64 pivot test calls this system singular, see
+        // `ill_conditioned_systems_fall_back_to_the_f64_result_bit_for_bit`)
+        let (from_data, refined) = solve_from_data(&x, &y, 0.0, 0.0);
+        assert_eq!(refined, 0, "refinement cannot converge here");
+        let be = backward_error(&x, &y, 0.0, 0.0, &from_data.unwrap());
+        assert!(be < 1e-13, "backward error {be:e}");
+        let (with_base, _) = solve_from_data(&x, &y, 50.0, 0.0);
+        let [_, (direct, _)] = solve_both(&x, &y, 50.0, 0.0);
+        assert_eq!(with_base.is_err(), direct.is_err());
+        // exactly collinear: singular, as on the f64 path
+        let (mut x, y) = data(100, 10, 3);
+        for r in x.iter_mut() {
+            r[4] = r[2];
+        }
+        let (from_data, refined) = solve_from_data(&x, &y, 100.0, 0.0);
+        assert_eq!(refined, 0);
+        assert!(from_data.is_err(), "{from_data:?}");
     }
 
     #[test]

@@ -273,17 +273,10 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
     let t1 = Instant::now();
     let (mut w, mut b) = (w, b);
     if dtype == Dtype::F32 {
-        w.mapv_inplace(|v| dtype.round(v));
+        w.par_mapv_inplace(|v| dtype.round(v));
         b.mapv_inplace(|v| dtype.round(v));
     }
-    let model = RidgeModel::from_flat(
-        w.view(),
-        b.view(),
-        s.as_ref().map(|s| s.view()),
-        &unit_shape,
-        dtype,
-        params.spatial_norm,
-    )?;
+    let model = RidgeModel::from_flat_owned(w, b, s, &unit_shape, dtype, params.spatial_norm)?;
     timings.push(("model".to_string(), t1.elapsed()));
     Ok(FitOutput {
         model,

@@ -5,13 +5,14 @@
 use super::params::SpatialNorm;
 use super::paths::Predict;
 use super::per_unit::normalized_columns;
-use super::shape::{flatten_any, unflatten_units};
+use super::shape::{flatten_any, unflatten_units, unflatten_units_owned};
 use crate::device::{memory, Device};
 use crate::dispatch;
 use crate::error::{Error, Result};
 use crate::io::{self, NpzMember, NpzReader};
 use crate::Dtype;
 use ndarray::{Array1, Array2, ArrayD, ArrayView1, ArrayView2, CowArray, Ix2};
+use rayon::prelude::*;
 use std::path::Path;
 
 /// A FastL2LiR model.
@@ -52,6 +53,28 @@ impl RidgeModel {
         Ok(model)
     }
 
+    /// [`RidgeModel::from_flat`] taking ownership of `W`, `b` and `S`: with one unit axis they
+    /// become the model without a copy (`W` is the largest array of a dense fit).
+    pub fn from_flat_owned(
+        w: Array2<f64>,
+        b: Array1<f64>,
+        s: Option<Array2<bool>>,
+        unit_shape: &[usize],
+        dtype: Dtype,
+        spatial_norm: Option<SpatialNorm>,
+    ) -> Result<Self> {
+        let b2 = b.insert_axis(ndarray::Axis(0));
+        let model = RidgeModel {
+            w: unflatten_units_owned(w, unit_shape),
+            b: unflatten_units_owned(b2, unit_shape),
+            s: s.map(|s| unflatten_units_owned(s, unit_shape)),
+            dtype,
+            spatial_norm,
+        };
+        model.validate()?;
+        Ok(model)
+    }
+
     /// Checks that W, b and S agree in shape and are finite.
     pub fn validate(&self) -> Result<()> {
         if self.w.ndim() < 2 || self.w.shape()[0] == 0 {
@@ -85,7 +108,7 @@ impl RidgeModel {
         }
         // in memory order: a Fortran-order W (as streamed fits write it) is not walked by strides
         let finite = |a: &ArrayD<f64>| match a.as_slice_memory_order() {
-            Some(s) => s.iter().all(|v| v.is_finite()),
+            Some(s) => s.par_iter().all(|v| v.is_finite()),
             None => a.iter().all(|v| v.is_finite()),
         };
         if !finite(&self.w) || !finite(&self.b) {

@@ -108,6 +108,7 @@ pub fn plan_selected<B: Backend>(be: &B, sh: &SelectedShape, dtype: Dtype) -> Re
             layout: FeatureLayout {
                 bias: true,
                 correlations: true,
+                low_precision_gram: false,
             },
         },
         dtype,
@@ -153,6 +154,7 @@ pub fn plan_dense<B: Backend>(
             layout: FeatureLayout {
                 bias: primal,
                 correlations: false,
+                low_precision_gram: false,
             },
         },
         dtype,
@@ -309,6 +311,8 @@ impl Job for SelectedFit<'_> {
         let layout = FeatureLayout {
             bias: true,
             correlations: true,
+            // decided on the whole fit's units: every shard decides alike
+            low_precision_gram: crate::backend::low_precision_gram_pays(self.y.units(), k, f),
         };
         let x1 = be.upload_features(self.x, layout, self.dtype)?;
         times[0] += t.elapsed();
@@ -455,6 +459,7 @@ impl Job for DenseFit<'_> {
             let layout = FeatureLayout {
                 bias: true,
                 correlations: false,
+                low_precision_gram: false,
             };
             let x1 = be.upload_features(self.x, layout, self.dtype)?;
             let mut g = be.gram_to_host(be.gram(&x1)?)?;
@@ -466,6 +471,7 @@ impl Job for DenseFit<'_> {
             let layout = FeatureLayout {
                 bias: false,
                 correlations: false,
+                low_precision_gram: false,
             };
             let kt = be.upload_features(x1.t(), layout, self.dtype)?;
             let mut kern = be.gram_to_host(be.gram(&kt)?)?;
@@ -517,6 +523,7 @@ impl Job for Predict<'_> {
         let layout = FeatureLayout {
             bias: false,
             correlations: false,
+            low_precision_gram: false,
         };
         let mut fixed = be.plan(
             Op::Features {

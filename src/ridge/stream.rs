@@ -249,6 +249,7 @@ impl dispatch::Job for SparsePredict<'_> {
         let layout = FeatureLayout {
             bias: false,
             correlations: false,
+            low_precision_gram: false,
         };
         let mut stage = be.plan(Op::SparsePredict { units, rows, k }, m.dtype);
         let xs = be.plan(

@@ -206,6 +206,7 @@ impl Job for GramJob {
         let layout = FeatureLayout {
             bias: false,
             correlations: false,
+            low_precision_gram: false,
         };
         let f = be.upload_features(self.a.view(), layout, self.dtype)?;
         let g = be.gram_to_host(be.gram(&f)?)?;
@@ -249,6 +250,7 @@ impl Job for SolvesJob {
         let layout = FeatureLayout {
             bias: true,
             correlations: false,
+            low_precision_gram: false,
         };
         let x1 = be.upload_features(self.x, layout, self.dtype)?;
         let g = be.gram(&x1)?;
