@@ -49,18 +49,24 @@ impl<T: Real> Centred<T> {
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
         let mut data = Mat::<T>::zeros(n, p);
-        // 64 × 64 tiles, as linalg::transposed: neither side strides a whole row at a time
+        // 64 × 64 tiles, as linalg::transposed (neither side strides a whole row at a time),
+        // blocks of 64 columns in parallel
         const TILE: usize = 64;
-        for j0 in (0..p).step_by(TILE) {
-            for i0 in (0..n).step_by(TILE) {
-                for j in j0..(j0 + TILE).min(p) {
-                    let mut col = data.col_mut(j);
-                    for i in i0..(i0 + TILE).min(n) {
-                        col[i] = T::of(a[(i, j)] - mean[j]);
+        data.as_mut()
+            .par_col_chunks_mut(TILE)
+            .enumerate()
+            .for_each(|(b, mut block)| {
+                let j0 = b * TILE;
+                for i0 in (0..n).step_by(TILE) {
+                    for dj in 0..block.ncols() {
+                        let j = j0 + dj;
+                        let mut col = block.as_mut().col_mut(dj);
+                        for i in i0..(i0 + TILE).min(n) {
+                            col[i] = T::of(a[(i, j)] - mean[j]);
+                        }
                     }
                 }
-            }
-        }
+            });
         Self::with_sums(data, true, mean)
     }
 
