@@ -195,9 +195,7 @@ impl SolveWork {
     /// through [`SolveWork::data_parts`], solved by [`SolveWork::solve_centred_data`]).
     pub fn with_data(m: usize, n: usize) -> Self {
         let mut w = Self::with_mixed(m, true);
-        let k = m.saturating_sub(1);
-        w.diag = vec![0.0; k];
-        w.v = vec![0.0; sample_block(k).min(n).max(1)];
+        w.v = vec![0.0; sample_block(m.saturating_sub(1)).min(n).max(1)];
         w
     }
 

@@ -42,15 +42,13 @@ impl RidgeModel {
         spatial_norm: Option<SpatialNorm>,
     ) -> Result<Self> {
         let b2 = b.insert_axis(ndarray::Axis(0));
-        let model = RidgeModel {
+        Self::validated(RidgeModel {
             w: unflatten_units(w, unit_shape),
             b: unflatten_units(b2, unit_shape),
             s: s.map(|s| unflatten_units(s, unit_shape)),
             dtype,
             spatial_norm,
-        };
-        model.validate()?;
-        Ok(model)
+        })
     }
 
     /// [`RidgeModel::from_flat`] taking ownership of `W`, `b` and `S`: with one unit axis they
@@ -64,13 +62,17 @@ impl RidgeModel {
         spatial_norm: Option<SpatialNorm>,
     ) -> Result<Self> {
         let b2 = b.insert_axis(ndarray::Axis(0));
-        let model = RidgeModel {
+        Self::validated(RidgeModel {
             w: unflatten_units_owned(w, unit_shape),
             b: unflatten_units_owned(b2, unit_shape),
             s: s.map(|s| unflatten_units_owned(s, unit_shape)),
             dtype,
             spatial_norm,
-        };
+        })
+    }
+
+    /// `model` once [`RidgeModel::validate`] accepts it.
+    fn validated(model: Self) -> Result<Self> {
         model.validate()?;
         Ok(model)
     }
