@@ -465,6 +465,26 @@ fn auto_falls_back_to_the_cpu_on_a_gpu_error_but_explicit_gpu_fails(dev: Device)
     );
 }
 
+/// Software adapters run the 64-tile `gemm_tn`; hardware ones the 128-tile `gemm_tn_wide`. The
+/// tile is chosen when the (process-wide) device opens, so the hardware kernel is tested here by
+/// running this binary's GPU trials again in a child process with it forced.
+fn the_wide_gemm_in_a_child_process() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["gpu::", "--skip", "gemm_tn_wide"])
+        .arg("--test-threads=1")
+        .env("NEUROFIT_GPU_TILE", "128")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "with NEUROFIT_GPU_TILE=128:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text.matches("... ok").count();
+    assert!(passed >= 20, "only {passed} trials passed:\n{text}");
+}
+
 fn main() {
     let mut suite = Suite::new();
     let prims: [(&str, Prim, (usize, usize, usize)); 9] = [
@@ -521,6 +541,11 @@ fn main() {
     suite.gpu("entry_point::f32::gemm_tn (gram)", false, |d| {
         primitive_parity(d, Prim::Gram, 300, 60, 1, Dtype::F32)
     });
+    suite.gpu(
+        "entry_point::gemm_tn_wide (NEUROFIT_GPU_TILE=128, every GPU trial again)",
+        false,
+        |_| the_wide_gemm_in_a_child_process(),
+    );
     suite.gpu("entry_point::f32::sparse_predict", false, |d| {
         primitive_parity(d, Prim::SparsePredict { k: 9 }, 50, 40, 77, Dtype::F32)
     });

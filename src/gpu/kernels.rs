@@ -4,7 +4,7 @@
 
 use super::buffers::DevBuf;
 use super::context::GpuContext;
-use super::params::{CHOL_BLOCK, CHOL_TILE};
+use super::params::{CHOL_BLOCK, CHOL_TILE, GEMM_TILE};
 use super::pipelines::Shader;
 use crate::error::Result;
 use crate::Dtype;
@@ -13,6 +13,10 @@ use bytemuck::{Pod, Zeroable};
 pub(super) const GEMM: Shader = Shader {
     name: "gemm_tn",
     source: include_str!("../../shaders/gemm_tn.wgsl"),
+};
+pub(super) const GEMM_WIDE: Shader = Shader {
+    name: "gemm_tn_wide",
+    source: include_str!("../../shaders/gemm_tn_wide.wgsl"),
 };
 pub(super) const COLSTATS: Shader = Shader {
     name: "colstats",
@@ -181,7 +185,12 @@ pub struct GatherFrom<'a> {
 impl GpuContext {
     /// Records `g` (one dispatch per slice of `params.gemm_rows` reduction rows).
     pub fn gemm_tn(&self, enc: &mut wgpu::CommandEncoder, g: &Gemm, dtype: Dtype) -> Result<()> {
-        let pl = self.pipeline(GEMM, "main", dtype, dtype)?;
+        let shader = if self.params.tile == GEMM_TILE {
+            GEMM_WIDE
+        } else {
+            GEMM
+        };
+        let pl = self.pipeline(shader, "main", dtype, dtype)?;
         let step = self.params.gemm_rows;
         let tile = self.params.tile as usize;
         let groups = (u(g.n.div_ceil(tile)), u(g.m.div_ceil(tile)), 1);

@@ -10,7 +10,8 @@ use crate::Dtype;
 pub struct KernelParams {
     /// Threads of a one-dimensional workgroup (`WG` in WGSL).
     pub workgroup: u32,
-    /// Side of the output tile of `gemm_tn` (`TILE`); its 16×16 threads hold 4×4 outputs each.
+    /// Side of the output tile of the matrix product: 64 runs `gemm_tn.wgsl` (`TILE`; its 16×16
+    /// threads hold 4×4 outputs each), 128 runs `gemm_tn_wide.wgsl` (8×8 outputs per thread).
     pub tile: u32,
     /// Reduction rows loaded per step of `gemm_tn` (`KT`).
     pub k_step: u32,
@@ -32,12 +33,21 @@ impl KernelParams {
     /// no invocation comes near it. Hardware adapters get longer dispatches (fewer submits),
     /// still short enough for display watchdogs.
     pub fn for_adapter(is_software: bool) -> Self {
+        let tile = gemm_tile_override().unwrap_or(if is_software {
+            SOFTWARE_GEMM_TILE
+        } else {
+            GEMM_TILE
+        });
         KernelParams {
             workgroup: 256,
-            tile: 64,
+            tile,
             k_step: 16,
             max_groups: 65535,
-            gemm_rows: if is_software { 512 } else { 4096 },
+            gemm_rows: if is_software {
+                512 * 64 / tile as usize
+            } else {
+                4096
+            },
             colstat_rows: if is_software { 16384 } else { 65536 },
             solve_cols: if is_software { 512 } else { 4096 },
             trsm_trips: if is_software { 32_768 } else { 262_144 },
@@ -57,7 +67,7 @@ impl KernelParams {
             ty(real),
             ty(sreal),
             self.workgroup,
-            self.tile,
+            SOFTWARE_GEMM_TILE,
             self.k_step,
             CHOL_BLOCK,
             CHOL_TILE,
@@ -81,6 +91,34 @@ impl KernelParams {
         (self.trsm_trips / n.max(1)).max(1)
     }
 }
+
+/// Output tile side of the matrix product on hardware adapters: 128 × 128 (`gemm_tn_wide.wgsl`,
+/// 8 × 8 outputs in registers per thread).
+pub const GEMM_TILE: u32 = 128;
+
+/// Output tile side of the matrix product on software adapters: 64 × 64 (`gemm_tn.wgsl`, 4 × 4
+/// outputs per thread). llvmpipe runs invocations as SIMD lanes, where 64 accumulators per lane
+/// spill.
+pub const SOFTWARE_GEMM_TILE: u32 = 64;
+
+/// The environment variable that overrides the tile side, and so the kernel, on every adapter
+/// (`64` or `128`; read when a device is opened): the tests run the hardware kernel on lavapipe
+/// with it.
+pub const GEMM_TILE_ENV: &str = "NEUROFIT_GPU_TILE";
+
+fn gemm_tile_override() -> Option<u32> {
+    match std::env::var(GEMM_TILE_ENV).ok()?.trim() {
+        "64" => Some(64),
+        "128" => Some(128),
+        other => {
+            log::warn!("{GEMM_TILE_ENV}={other} ignored: expected 64 or 128");
+            None
+        }
+    }
+}
+
+// the two kernels' fixed shapes
+const _: () = assert!(GEMM_TILE == 128 && SOFTWARE_GEMM_TILE == 64);
 
 /// Block width of the blocked Cholesky (`CB` in `cholesky.wgsl`): its diagonal block holds one
 /// element per thread, so `CB² = WG`.
@@ -151,8 +189,14 @@ mod tests {
     #[test]
     fn software_dispatches_stay_below_the_loop_cap() {
         let p = KernelParams::for_adapter(true);
-        // gemm: KT rows per trip
-        assert!(p.gemm_rows / p.k_step as usize * 4 < 65_535);
+        // gemm_tn: KT rows per trip, 4 loads each (the 64 tile)
+        if p.tile == SOFTWARE_GEMM_TILE {
+            assert!(p.gemm_rows / p.k_step as usize * 4 < 65_535);
+        }
+        // gemm_tn_wide, where NEUROFIT_GPU_TILE=128 chooses it: 8 rows per trip of 9 loop trips,
+        // then 16 stores of 4
+        let wide_rows = 512 * 64 / GEMM_TILE as usize;
+        assert!(wide_rows / 8 * 9 + 16 * 4 < 65_535);
         // blocked Cholesky: a panel thread walks its rows of the panel (CB²/2 + CB steps
         // each) after the diagonal block's CB steps; an update thread one tile
         for m in [2usize, 64, 301, 1000, 5792, 20_000] {
