@@ -14,16 +14,7 @@
 // r1 − r0 is kept small by the host (≤ 512 rows on software adapters) so that no invocation
 // runs more than ~15 000 loop trips (llvmpipe stops loops at 65 535 per invocation).
 
-struct Params {
-    m: u32, n: u32, lda: u32, ldb: u32,
-    ldc: u32, a_off: u32, b_off: u32, r0: u32,
-    r1: u32, accumulate: u32, lower_only: u32, diag_off: u32,
-}
-
-@group(0) @binding(0) var<storage, read> a: array<real>;
-@group(0) @binding(1) var<storage, read> b: array<real>;
-@group(0) @binding(2) var<storage, read_write> c: array<real>;
-@group(0) @binding(3) var<uniform> p: Params;
+// Parameters and bindings a, b, c, p: gemm_params.wgsl, which the host places before this file.
 
 var<workgroup> ta: array<real, KT * TILE>; // KT × TILE, (k, i) at k * TILE + i
 var<workgroup> tb: array<real, KT * TILE>; // KT × TILE, (k, j) at k * TILE + j

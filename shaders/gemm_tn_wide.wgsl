@@ -19,16 +19,7 @@
 // consecutive addresses), the next step's loads issued before this step's arithmetic.
 // Hardware adapters only: the host gives it 4 096 reduction rows per dispatch (512 steps).
 
-struct Params {
-    m: u32, n: u32, lda: u32, ldb: u32,
-    ldc: u32, a_off: u32, b_off: u32, r0: u32,
-    r1: u32, accumulate: u32, lower_only: u32, diag_off: u32,
-}
-
-@group(0) @binding(0) var<storage, read> a: array<real>;
-@group(0) @binding(1) var<storage, read> b: array<real>;
-@group(0) @binding(2) var<storage, read_write> c: array<real>;
-@group(0) @binding(3) var<uniform> p: Params;
+// Parameters and bindings a, b, c, p: gemm_params.wgsl, which the host places before this file.
 
 const WIDE: u32 = 128u;
 const STEP: u32 = 8u;

@@ -12,11 +12,17 @@ use bytemuck::{Pod, Zeroable};
 
 pub(super) const GEMM: Shader = Shader {
     name: "gemm_tn",
-    source: include_str!("../../shaders/gemm_tn.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/gemm_params.wgsl"),
+        include_str!("../../shaders/gemm_tn.wgsl")
+    ),
 };
 pub(super) const GEMM_WIDE: Shader = Shader {
     name: "gemm_tn_wide",
-    source: include_str!("../../shaders/gemm_tn_wide.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/gemm_params.wgsl"),
+        include_str!("../../shaders/gemm_tn_wide.wgsl")
+    ),
 };
 pub(super) const COLSTATS: Shader = Shader {
     name: "colstats",
