@@ -58,6 +58,9 @@ pub struct Solved {
     /// Per unit: `None` when solved, `Some(pivot)` when its Cholesky met a non-positive (or
     /// numerically zero) pivot.
     pub failed: Vec<Option<usize>>,
+    /// How many units were solved by mixed-precision refinement (an f32 factor refined to f64
+    /// accuracy); the others by the factorisation in the solve precision.
+    pub refined: usize,
 }
 
 /// A memory-planning question: the shape of one operation.

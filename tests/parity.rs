@@ -154,6 +154,11 @@ impl Job for PrimJob<'_> {
                     "{:?}",
                     solved.failed
                 );
+                // well-conditioned systems: every one refined from its f32 factor where the
+                // backend refines (refine.wgsl: up to m = 1024 on lavapipe), none otherwise
+                if let Some(want) = refined_systems(&be.describe(), q) {
+                    assert_eq!(solved.refined, want, "units refined in mixed precision");
+                }
                 Ok(solved.theta)
             }
             Prim::SparsePredict { k } => {
@@ -183,6 +188,100 @@ impl Job for PrimJob<'_> {
             }
         }
     }
+}
+
+/// How many of `q` well-conditioned systems the backend described as `describe` refines from
+/// f32 factors in this process, where the environment decides it: `Some(q)` for mixed, `Some(0)`
+/// for f64, `None` where the GPU chooses by adapter (`main` sets `mixed` for this binary's GPU
+/// trials; the child process of [`the_wide_gemm_in_a_child_process`] sets `f64`).
+fn refined_systems(describe: &str, q: usize) -> Option<usize> {
+    let var = if describe.starts_with("cpu") {
+        "NEUROFIT_CPU_SOLVE"
+    } else {
+        neurofit::gpu::SOLVE_ENV
+    };
+    match std::env::var(var).as_deref().map(str::trim) {
+        Ok("f64") => Some(0),
+        Ok("mixed") => Some(q),
+        _ if describe.starts_with("cpu") => Some(q),
+        _ => None,
+    }
+}
+
+/// Nearly collinear features (condition numbers ~1e12 with α = 1e-6): no f32 factor can
+/// precondition these, so the GPU's refinement gives way to the f64 factorisation for every unit;
+/// an exactly duplicated feature with α = 0 gives the f64 path's singular verdict. Both as on
+/// the CPU.
+fn ill_conditioned_systems_fall_back_to_f64(dev: Device) {
+    let (n, f, q, k) = (200, 40, 5, 12);
+    let (mut x, y) = random(n, f, q, 77);
+    for i in 0..n {
+        for j in 1..f {
+            x[(i, j)] = x[(i, 0)] + 1e-6 * x[(i, j)];
+        }
+    }
+    struct Solve<'a> {
+        x: &'a Array2<f64>,
+        y: &'a Array2<f64>,
+        k: usize,
+        alpha: f64,
+        duplicate: bool,
+    }
+    impl Job for Solve<'_> {
+        type Output = (Vec<f64>, Vec<Option<usize>>, usize);
+        fn run<B: Backend>(&self, be: &B) -> Result<Self::Output> {
+            let f = self.x.ncols();
+            let all = FeatureLayout {
+                bias: true,
+                correlations: true,
+                low_precision_gram: false,
+            };
+            let mut x = self.x.clone();
+            if self.duplicate {
+                let c = x.column(1).to_owned();
+                x.column_mut(2).assign(&c);
+            }
+            let x1 = be.upload_features(x.view(), all, Dtype::F64)?;
+            let g = be.gram(&x1)?;
+            let t = be.upload_targets(self.y.view(), Dtype::F64)?;
+            let idx = Array2::from_shape_fn((self.y.ncols(), self.k + 1), |(_, m)| {
+                if m == self.k {
+                    f as u32
+                } else {
+                    (m + 1) as u32
+                }
+            });
+            let s = be.solve_selected(&g, &x1, &t, idx.view(), self.alpha)?;
+            Ok((s.theta, s.failed, s.refined))
+        }
+    }
+    let job = Solve {
+        x: &x,
+        y: &y,
+        k,
+        alpha: 1e-6,
+        duplicate: false,
+    };
+    let (ct, cf, _) = backend(&Device::Cpu, None).run(&job).unwrap();
+    let (gt, gf, refined) = backend(&dev, None).run(&job).unwrap();
+    assert!(
+        cf.iter().all(|f| f.is_none()) && gf == cf,
+        "{gf:?} vs {cf:?}"
+    );
+    assert_eq!(refined, 0, "an f32 factor cannot precondition cond ~1e12");
+    // the f64 factorisations agree to the conditioning (~1e12 · 1e-16)
+    close("ill-conditioned θ", &gt, &ct, 1e-3);
+    let singular = Solve {
+        duplicate: true,
+        alpha: 0.0,
+        x: &random(n, f, q, 78).0,
+        ..job
+    };
+    let (_, cf, _) = backend(&Device::Cpu, None).run(&singular).unwrap();
+    let (_, gf, refined) = backend(&dev, None).run(&singular).unwrap();
+    assert!(cf.iter().all(|f| f.is_some()), "{cf:?}");
+    assert_eq!(gf, cf, "singular verdicts");
+    assert_eq!(refined, 0);
 }
 
 fn primitive_parity(dev: Device, prim: Prim, n: usize, f: usize, q: usize, dtype: Dtype) {
@@ -467,18 +566,21 @@ fn auto_falls_back_to_the_cpu_on_a_gpu_error_but_explicit_gpu_fails(dev: Device)
 
 /// Software adapters run the 64-tile `gemm_tn`; hardware ones the 128-tile `gemm_tn_wide`. The
 /// tile is chosen when the (process-wide) device opens, so the hardware kernel is tested here by
-/// running this binary's GPU trials again in a child process with it forced.
+/// running this binary's GPU trials again in a child process with it forced. The child also
+/// factors every system in f64 (`NEUROFIT_GPU_SOLVE=f64`), the path the default mixed-precision
+/// refinement falls back to, so that it keeps its own run of every solve trial.
 fn the_wide_gemm_in_a_child_process() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["gpu::", "--skip", "gemm_tn_wide"])
         .arg("--test-threads=1")
         .env("NEUROFIT_GPU_TILE", "128")
+        .env(neurofit::gpu::SOLVE_ENV, "f64")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "with NEUROFIT_GPU_TILE=128:\n{text}\n{}",
+        "with NEUROFIT_GPU_TILE=128 NEUROFIT_GPU_SOLVE=f64:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let passed = text.matches("... ok").count();
@@ -486,6 +588,11 @@ fn the_wide_gemm_in_a_child_process() {
 }
 
 fn main() {
+    // the GPU trials run the mixed-precision solves (the default of adapters with reduced-rate
+    // f64) unless told otherwise; the child process runs the f64 factorisation
+    if std::env::var_os(neurofit::gpu::SOLVE_ENV).is_none() {
+        std::env::set_var(neurofit::gpu::SOLVE_ENV, "mixed");
+    }
     let mut suite = Suite::new();
     let prims: [(&str, Prim, (usize, usize, usize)); 9] = [
         // n > gemm_rows: the reduction runs in several accumulating passes
@@ -542,7 +649,7 @@ fn main() {
         primitive_parity(d, Prim::Gram, 300, 60, 1, Dtype::F32)
     });
     suite.gpu(
-        "entry_point::gemm_tn_wide (NEUROFIT_GPU_TILE=128, every GPU trial again)",
+        "entry_point::gemm_tn_wide + f64 solves (NEUROFIT_GPU_TILE=128 NEUROFIT_GPU_SOLVE=f64, every GPU trial again)",
         false,
         |_| the_wide_gemm_in_a_child_process(),
     );
@@ -552,6 +659,11 @@ fn main() {
     suite.gpu("entry_point::f32::corr", false, |d| {
         primitive_parity(d, Prim::Correlations, 200, 60, 9, Dtype::F32)
     });
+    suite.gpu(
+        "entry_point::refine::{narrow,setup,step} (ill-conditioned and singular systems fall back to f64)",
+        true,
+        ill_conditioned_systems_fall_back_to_f64,
+    );
     suite.gpu("fit::selected_f64", true, |d| {
         fit_parity(d, 1100, 400, 6, 300, Dtype::F64, 1e-9)
     });

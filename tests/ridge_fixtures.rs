@@ -143,7 +143,42 @@ fn main() {
             cpu_fixtures_with_the_f32_gram,
         );
     }
+    if std::env::var_os(SOLVE_ENV).is_none() {
+        suite.gpu(
+            "gpu_fixtures_with_the_other_solve_path (NEUROFIT_GPU_SOLVE=mixed, then f64)",
+            true,
+            |_| gpu_fixtures_with_both_solve_paths(),
+        );
+    }
     suite.run()
+}
+
+/// The environment variable that chooses the GPU's per-unit solves.
+const SOLVE_ENV: &str = "NEUROFIT_GPU_SOLVE";
+
+/// The GPU factors the systems in f64 on adapters with full-rate f64 (lavapipe among them) and
+/// refines them from f32 factors on the others; this runs every GPU case again in child
+/// processes with each path forced, so that both meet every fixture whatever the adapter.
+fn gpu_fixtures_with_both_solve_paths() {
+    for mode in ["mixed", "f64"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["gpu::", "--skip", "gpu_fixtures_with"])
+            .arg("--test-threads=1")
+            .env(SOLVE_ENV, mode)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "with {SOLVE_ENV}={mode}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let passed = text.matches("... ok").count();
+        assert!(
+            passed >= CASES.len(),
+            "only {passed} trials passed with {SOLVE_ENV}={mode}:\n{text}"
+        );
+    }
 }
 
 /// The environment variable that forces the CPU's f32 Gram matrix for f64 selection fits.

@@ -21,6 +21,7 @@ use faer::{Mat, MatMut, Par};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use solve::{CentredSystem, SolveWork};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// The CPU backend with a memory budget in bytes.
@@ -162,25 +163,46 @@ fn solve_centred<T: Prec>(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
-) -> Result<Vec<std::result::Result<Vec<f64>, usize>>> {
+) -> Result<UnitResults> {
     check_selection(idx, mean_x.len())?;
     let m = idx.ncols();
     let (yc, h) = centred_cross(x, y);
-    Ok(solve_units(
+    let refined = AtomicUsize::new(0);
+    let results = solve_units(
         idx,
         || SolveWork::new(m),
         |u, iu, work| {
             // ascending order keeps the bias, index F, last
             let features = &iu[..iu.len() - 1];
             centred::gather_centred(g, mean_x, h.view(), u, features, work);
-            work.solve_centred(CentredSystem {
-                n: rows as f64,
-                mean_y: yc.mean[u],
-                alpha,
+            counted(&refined, work, |w| {
+                w.solve_centred(CentredSystem {
+                    n: rows as f64,
+                    mean_y: yc.mean[u],
+                    alpha,
+                })
             })
         },
-    ))
+    );
+    Ok((results, refined.into_inner()))
 }
+
+/// One unit's solve, counting it in `refined` when the workspace solved it in mixed precision.
+fn counted(
+    refined: &AtomicUsize,
+    work: &mut SolveWork,
+    solve: impl FnOnce(&mut SolveWork) -> std::result::Result<(), usize>,
+) -> std::result::Result<(), usize> {
+    let before = work.refined();
+    let r = solve(work);
+    if work.refined() > before {
+        refined.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// Per-unit solutions (or the failed pivot) and how many units were refined in mixed precision.
+type UnitResults = (Vec<std::result::Result<Vec<f64>, usize>>, usize);
 
 /// The environment variable that overrides [`FeatureLayout::low_precision_gram`] for f64
 /// selection fits on the CPU: `f32` (always hold the Gram matrix in f32 and refine against the
@@ -217,11 +239,12 @@ fn solve_centred_data(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
-) -> Result<Vec<std::result::Result<Vec<f64>, usize>>> {
+) -> Result<UnitResults> {
     check_selection(idx, x.mean.len())?;
     let m = idx.ncols();
     let (yc, h) = centred_cross(x, y);
-    Ok(solve_units(
+    let refined = AtomicUsize::new(0);
+    let results = solve_units(
         idx,
         || SolveWork::with_data(m, rows),
         |u, iu, work| {
@@ -232,9 +255,10 @@ fn solve_centred_data(
                 mean_y: yc.mean[u],
                 alpha,
             };
-            work.solve_centred_data(sys, &cols)
+            counted(&refined, work, |w| w.solve_centred_data(sys, &cols))
         },
-    ))
+    );
+    Ok((results, refined.into_inner()))
 }
 
 /// `bt · atᵀ` (`q × p`), computed so that each row of the result does not depend on how many
@@ -520,7 +544,7 @@ impl Backend for CpuBackend {
         alpha: f64,
     ) -> Result<Solved> {
         let m = idx.ncols();
-        let results = match (g, &x.form) {
+        let (results, refined) = match (g, &x.form) {
             (CpuGram::Centred64(g, mean, n), Form::C64(c)) => {
                 solve_centred(g, mean, *n, c, y, idx, alpha)?
             }
@@ -530,7 +554,7 @@ impl Backend for CpuBackend {
             (CpuGram::Centred64Low(g), Form::C64(c)) => {
                 solve_centred_data(g, c, x.rows, y, idx, alpha)?
             }
-            (CpuGram::Plain(g), Form::Plain(at)) => solve_plain(g, at, y, idx, alpha),
+            (CpuGram::Plain(g), Form::Plain(at)) => (solve_plain(g, at, y, idx, alpha), 0),
             _ => {
                 return Err(crate::Error::InvalidInput(
                     "the Gram matrix and the features come from different uploads".into(),
@@ -551,7 +575,11 @@ impl Backend for CpuBackend {
                 }
             }
         }
-        Ok(Solved { theta, failed })
+        Ok(Solved {
+            theta,
+            failed,
+            refined,
+        })
     }
 
     fn sparse_predict(

@@ -96,9 +96,50 @@ impl fmt::Display for Device {
 /// ~0.3 s of CPU work: the break-even against the fixed GPU start-up cost.
 pub const AUTO_GPU_MIN_FLOPS: f64 = 2.0e10;
 
+/// GSN's shrinkage scorers run on the CPU under `auto` below this many of their FLOP (51
+/// Cholesky factorisations, `2·levels·N³/3`) per CPU thread. The CPU scores every level from
+/// one eigendecomposition and its rate grows with its threads; the GPU factors every level.
+/// Measured (README, "On a hardware GPU"): an H100 was slower than 16 CPU threads at every N up
+/// to 2000 (N = 1000: 0.96 vs 0.56 s; N = 2000: 3.6 vs 2.5 s, device opening included) and about
+/// even with this 2-core machine at N = 1000. So the GPU is chosen from N ≈ 1330 with 2 threads
+/// and N ≈ 2660 with 16.
+pub const AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD: f64 = 4.0e10;
+
+/// The device GSN's scorers run on for `device` and a problem of `flops` (see
+/// [`AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD`]): `auto` becomes the CPU below the crossover; any other
+/// request is kept.
+pub fn gsn_device(device: &Device, flops: f64) -> Device {
+    if *device == Device::Auto {
+        let threads = rayon::current_num_threads() as f64;
+        if flops < AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD * threads {
+            log::info!(
+                "auto: GSN problem of {flops:.2e} FLOP is below the GPU crossover for {threads} CPU threads; using the CPU"
+            );
+            return Device::Cpu;
+        }
+    }
+    device.clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gsn_auto_takes_the_gpu_only_past_the_per_thread_crossover() {
+        let threads = rayon::current_num_threads() as f64;
+        let at = AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD * threads;
+        assert_eq!(gsn_device(&Device::Auto, at * 0.99), Device::Cpu);
+        assert_eq!(gsn_device(&Device::Auto, at), Device::Auto);
+        // explicit requests are kept whatever the size
+        let gpu: Device = "gpu:0".parse().unwrap();
+        assert_eq!(gsn_device(&gpu, 1.0), gpu);
+        assert_eq!(gsn_device(&Device::Cpu, 1e20), Device::Cpu);
+        // N = 1000 with 51 levels stays on 2 threads' CPU; N = 2000 does not
+        let flops = |n: f64| 2.0 * 51.0 * n.powi(3) / 3.0;
+        assert!(flops(1000.0) < AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD * 2.0);
+        assert!(flops(2000.0) > AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD * 2.0);
+    }
 
     #[test]
     fn parses_every_form() {

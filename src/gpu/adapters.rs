@@ -24,6 +24,12 @@ pub struct AdapterSummary {
     pub timestamp_query: bool,
     /// A software rasteriser (llvmpipe/lavapipe, SwiftShader, WARP): never picked by `auto`.
     pub is_software: bool,
+    /// Whether f64 runs at half the f32 rate or better: data-centre compute parts (NVIDIA
+    /// P100/V100/A100/A30/H100/H200/B200, AMD Instinct, Intel Data Center GPU Max) and software
+    /// adapters (SIMD lanes of half the width). Decided by name, as no API reports it; these
+    /// factor the per-unit systems in f64, all others in f32 with f64 refinement
+    /// (`NEUROFIT_GPU_SOLVE` overrides).
+    pub full_rate_f64: bool,
     /// `max_storage_buffer_binding_size`.
     pub max_binding: u64,
     /// `max_buffer_size`.
@@ -47,6 +53,31 @@ fn is_software(info: &wgpu::AdapterInfo) -> bool {
         ]
         .iter()
         .any(|s| n.contains(s))
+}
+
+/// Names (lower case) of adapters whose f64 rate is at least half their f32 rate.
+const FULL_RATE_F64: [&str; 16] = [
+    "p100",
+    "v100",
+    "a100",
+    "a800",
+    "a30",
+    "h100",
+    "h200",
+    "h800",
+    "gh200",
+    "b100",
+    "b200",
+    "titan v",
+    "instinct",
+    "radeon vii",
+    "radeon pro vii",
+    "data center gpu max",
+];
+
+fn full_rate_f64(info: &wgpu::AdapterInfo, shader_f64: bool) -> bool {
+    let n = info.name.to_lowercase();
+    shader_f64 && (is_software(info) || FULL_RATE_F64.iter().any(|s| n.contains(s)))
 }
 
 /// Gives the process a private, empty `XDG_RUNTIME_DIR` when it has none (or an invalid one).
@@ -114,6 +145,7 @@ pub(super) fn summary(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         shader_f64: features.contains(wgpu::Features::SHADER_F64),
         timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
         is_software: is_software(&info),
+        full_rate_f64: full_rate_f64(&info, features.contains(wgpu::Features::SHADER_F64)),
         max_binding: limits.max_storage_buffer_binding_size,
         max_buffer: limits.max_buffer_size,
         device_memory: device_memory(a),

@@ -122,16 +122,22 @@ impl Backend for GpuBackend {
                 m,
             } => {
                 let p = features + 1;
+                let refine = if self.ctx.refines(m, self.solve_dtype()) {
+                    GpuContext::refine_bytes(m)
+                } else {
+                    0
+                };
                 Stage {
                     name: "per-unit solves (gpu)",
                     items: units as u64,
                     fixed: sb,
                     fixed_binding: 0,
                     // Y column and its centred copy, |r| row, H row; system, rhs, diagonal,
-                    // indices and status
+                    // indices and status; the mixed-precision path's buffers
                     per_item: e(2 * rows + features + p)
                         + (m * m + 2 * m) as u64 * sb
-                        + (m as u64 + 1) * 4,
+                        + (m as u64 + 1) * 4
+                        + refine,
                     per_item_binding: e(rows.max(p)).max((m * m) as u64 * sb),
                 }
             }
@@ -404,6 +410,9 @@ impl Backend for GpuBackend {
             };
             ctx.gather(&mut enc, &from, &systems, (x.dtype, sreal))?;
         }
+        if ctx.refines(m, sreal) {
+            return ctx.solve_refined(enc, &systems, y.rows, alpha);
+        }
         ctx.batched_cholesky_solve(&mut enc, &systems, sreal)?;
         let bytes = ctx.submit_and_read(enc, &[&rhs, &status], "per-unit solves")?;
         Ok(Solved {
@@ -412,6 +421,7 @@ impl Backend for GpuBackend {
                 .into_iter()
                 .map(|s| (s != 0).then(|| s as usize - 1))
                 .collect(),
+            refined: 0,
         })
     }
 

@@ -86,13 +86,14 @@ struct ColParams {
     pad1: u32,
 }
 
+/// Four `u32` kernel parameters.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Quad {
-    a: u32,
-    b: u32,
-    c: u32,
-    d: u32,
+pub(super) struct Quad {
+    pub a: u32,
+    pub b: u32,
+    pub c: u32,
+    pub d: u32,
 }
 
 #[repr(C)]

@@ -6,6 +6,7 @@
 //!   (timestamp queries) extend it.
 //! * [`KernelParams`] (params.rs): the constants shared by host and kernels, per adapter.
 //! * `kernels.rs`: typed wrappers of the shaders.
+//! * `refine.rs`: mixed-precision per-unit solves (f32 factor, f64 refinement).
 //! * [`GpuBackend`] (backend.rs, nll.rs): the [`crate::backend::Backend`] implementation.
 
 pub mod adapters;
@@ -17,6 +18,7 @@ mod nll;
 mod params;
 mod pipelines;
 mod profiler;
+mod refine;
 
 pub use adapters::{enumerate, AdapterSummary};
 pub use backend::{GpuBackend, GpuFeatures, GpuGram, GpuTargets};
@@ -24,3 +26,4 @@ pub use buffers::DevBuf;
 pub use context::GpuContext;
 pub use kernels::MAX_SYSTEM;
 pub use params::KernelParams;
+pub use refine::SOLVE_ENV;

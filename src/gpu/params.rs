@@ -25,6 +25,9 @@ pub struct KernelParams {
     pub solve_cols: usize,
     /// Target loop trips of one row block of the NLL triangular solve.
     pub trsm_trips: usize,
+    /// Largest system solved by mixed-precision refinement (`refine.wgsl`, one workgroup per
+    /// system and refinement step); larger ones are factored in f64.
+    pub refine_max_system: usize,
 }
 
 impl KernelParams {
@@ -51,6 +54,11 @@ impl KernelParams {
             colstat_rows: if is_software { 16384 } else { 65536 },
             solve_cols: if is_software { 512 } else { 4096 },
             trsm_trips: if is_software { 32_768 } else { 262_144 },
+            refine_max_system: if is_software {
+                SOFTWARE_REFINE_MAX_SYSTEM
+            } else {
+                super::kernels::MAX_SYSTEM
+            },
         }
     }
 
@@ -132,6 +140,10 @@ pub const CHOL_TILE: usize = 32;
 // two 32 × 16 slices of L21, the 32 × 32 tile held 2 × 2 per thread by 16 × 16 threads
 const _: () = assert!(CHOL_BLOCK * CHOL_BLOCK == 256 && CHOL_TILE == 32);
 
+/// Largest system refined on software adapters: a `refine.wgsl` step walks
+/// `m·⌈m/WG⌉ + 2k·(⌈k/WG⌉ + 1)` loop trips per invocation, far below llvmpipe's cap at this size.
+pub const SOFTWARE_REFINE_MAX_SYSTEM: usize = 1024;
+
 /// The value a correlation kernel writes for an undefined |r|.
 pub const UNDEFINED_CORR_SENTINEL: f64 = -1.0;
 
@@ -205,5 +217,11 @@ mod tests {
             assert!(panel < 65_535, "m = {m}: {panel}");
         }
         assert!(p.trsm_rows(1000) * 1000 < 65_535);
+        // refine.wgsl: setup/step walk the matrix-vector product, two triangular solves with
+        // the f32 factor and a few vector loops
+        let (m, wg) = (p.refine_max_system, p.workgroup as usize);
+        let k = m - 1;
+        let step = m * m.div_ceil(wg) + 2 * k * (k.div_ceil(wg) + 1) + 8 * m.div_ceil(wg) + 64;
+        assert!(step < 65_535 / 2, "refine step: {step}");
     }
 }

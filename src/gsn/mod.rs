@@ -16,7 +16,7 @@ pub mod rng;
 pub mod shrink;
 
 use crate::backend::Backend;
-use crate::device::Device;
+use crate::device::{gsn_device, Device};
 use crate::dispatch::{self, Job};
 use crate::error::{Error, Result};
 use crate::Dtype;
@@ -280,7 +280,7 @@ pub fn perform_gsn(data: ArrayView3<f64>, opt: &GsnOptions) -> Result<GsnResult>
         levels: &levels,
     };
     let ran = dispatch::run(
-        &opt.device,
+        &gsn_device(&opt.device, flops),
         opt.dtype,
         flops,
         opt.max_memory,
@@ -346,7 +346,15 @@ pub fn calc_shrunken_covariance(
         levels,
         wantfull,
     };
-    Ok(dispatch::run(device, Dtype::F64, flops, None, "scorer", &job)?.output)
+    Ok(dispatch::run(
+        &gsn_device(device, flops),
+        Dtype::F64,
+        flops,
+        None,
+        "scorer",
+        &job,
+    )?
+    .output)
 }
 
 struct NllJob<'a> {
@@ -391,5 +399,13 @@ pub fn shrinkage_nll(
     }
     let flops = 2.0 * levels.len() as f64 * (n as f64).powi(3) / 3.0;
     let job = NllJob { cov, pts, levels };
-    Ok(dispatch::run(device, Dtype::F64, flops, None, "scorer", &job)?.output)
+    Ok(dispatch::run(
+        &gsn_device(device, flops),
+        Dtype::F64,
+        flops,
+        None,
+        "scorer",
+        &job,
+    )?
+    .output)
 }

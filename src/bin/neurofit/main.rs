@@ -564,7 +564,11 @@ fn devices() {
             a.backend,
             a.device_type,
             if a.is_software { " (software: never chosen by auto)" } else { "" },
-            if a.shader_f64 { "yes" } else { "no" },
+            match (a.shader_f64, a.full_rate_f64) {
+                (false, _) => "no",
+                (true, true) => "yes (full rate: systems factored in f64)",
+                (true, false) => "yes (reduced rate: systems refined from f32 factors)",
+            },
             if a.timestamp_query { "yes" } else { "no" },
             memory::format_size(a.max_binding),
             memory::format_size(a.max_buffer),
