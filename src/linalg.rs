@@ -281,26 +281,47 @@ pub const GRAM_TILE: usize = 1024;
 /// the diagonal tiles' upper halves written but never read): faer's triangular product runs
 /// at ~36 GFLOP/s on this 2-core machine where its plain GEMM on the same tiles runs at
 /// ~55–60 (measured at F = 15000, n = 1000, f64), so the ~6 % extra work on the diagonal tiles
-/// is cheap. Each element is one GEMM dot product whose value does not depend on the tiling of
-/// the other elements, so the result is the same on every run.
+/// is cheap. With enough tiles (at least 4 per thread) the tiles run in parallel, each a
+/// single-threaded GEMM: faer's own threading within a 1024² tile left a third of the machine's
+/// rate unused (F = 15000, n = 1000 on 2 threads: f32 2.0–2.3 s → 1.4 s, f64 3.7–4.6 s → 3.0 s).
+/// Each element is one GEMM dot product whose value does not depend on the tiling of the other
+/// elements or on the schedule, so the result is the same on every run.
 pub fn gram_lower_t<T: Real>(at: MatRef<'_, T>) -> Gram<T> {
+    use rayon::prelude::*;
     let p = at.nrows();
     let mut g = Gram::<T>::zeros(p);
-    let tiles = p.div_ceil(GRAM_TILE);
-    for ti in 0..tiles {
-        let i0 = ti * GRAM_TILE;
-        let ni = GRAM_TILE.min(p - i0);
-        for tj in 0..=ti {
-            let j0 = tj * GRAM_TILE;
-            let nj = GRAM_TILE.min(p - j0);
-            faer::linalg::matmul::matmul(
-                g.as_mut().submatrix_mut(i0, j0, ni, nj),
-                Accum::Replace,
-                at.subrows(i0, ni),
-                at.subrows(j0, nj).transpose(),
-                T::of(1.0),
-                par(),
-            );
+    let stride = g.stride;
+    let mut tiles = Vec::new();
+    for (tj, block) in g.data.chunks_mut(GRAM_TILE * stride).enumerate() {
+        let j0 = tj * GRAM_TILE;
+        let nj = GRAM_TILE.min(p - j0);
+        let column = MatMut::from_column_major_slice_with_stride_mut(block, p, nj, stride);
+        let (_, mut rest) = column.split_at_row_mut(j0);
+        let mut i0 = j0;
+        while i0 < p {
+            let ni = GRAM_TILE.min(p - i0);
+            let (tile, below) = rest.split_at_row_mut(ni);
+            tiles.push((tile, i0, j0));
+            rest = below;
+            i0 += ni;
+        }
+    }
+    let product = |(tile, i0, j0): (MatMut<'_, T>, usize, usize), par: Par| {
+        let (ni, nj) = (tile.nrows(), tile.ncols());
+        faer::linalg::matmul::matmul(
+            tile,
+            Accum::Replace,
+            at.subrows(i0, ni),
+            at.subrows(j0, nj).transpose(),
+            T::of(1.0),
+            par,
+        );
+    };
+    if tiles.len() >= 4 * rayon::current_num_threads() {
+        tiles.into_par_iter().for_each(|t| product(t, Par::Seq));
+    } else {
+        for t in tiles {
+            product(t, par());
         }
     }
     g

@@ -348,44 +348,12 @@ impl SolveWork {
         // B = XcᵀXc + αI in f32, its diagonal in f64, and ‖S‖∞ ≤ ‖B‖∞ + c·max|x̄|·Σ|x̄|
         let row_sums = &mut self.w;
         row_sums.fill(0.0);
-        {
-            let stride = self.a32.stride;
-            let a32 = self.a32.data();
-            for j in 0..k {
-                let dst = &mut a32[j * stride + j..j * stride + k];
-                if !data {
-                    for (d, s) in dst.iter_mut().zip(&lower_col(a, j, k)[j..]) {
-                        *d = *s as f32;
-                    }
-                }
-                let below = if data {
-                    dst[0] as f64
-                } else {
-                    lower_col(a, j, k)[j]
-                };
-                let diag = below + alpha;
-                self.diag[j] = diag;
-                dst[0] = diag as f32;
-                let mut sum = 0.0;
-                let mut add = |rs: &mut f64, v: f64| {
-                    *rs += v.abs();
-                    sum += v.abs();
-                };
-                if data {
-                    for (rs, s) in row_sums[j + 1..].iter_mut().zip(&dst[1..]) {
-                        add(rs, *s as f64);
-                    }
-                } else {
-                    for (rs, s) in row_sums[j + 1..]
-                        .iter_mut()
-                        .zip(&lower_col(a, j, k)[j + 1..])
-                    {
-                        add(rs, *s);
-                    }
-                }
-                row_sums[j] += diag.abs() + sum;
-            }
-        }
+        let stride = self.a32.stride;
+        let (a32, diag) = (self.a32.data(), &mut self.diag[..k]);
+        with_avx2(
+            #[inline(always)]
+            || round_block(a, (a32, stride), diag, row_sums, alpha, data),
+        );
         let xmax = xbar.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
         let bnorm = row_sums.iter().fold(0.0f64, |acc, &v| acc.max(v));
         let snorm = bnorm + c * xmax * abs_sum(xbar);
@@ -453,14 +421,11 @@ impl SolveWork {
             if let Some(cols) = cols {
                 subtract_data_product(cols, theta, &mut self.v, u, r);
             } else {
-                for j in 0..k {
-                    let col = &lower_col(a, j, k)[j..];
-                    let tj = theta[j];
-                    for (ri, &v) in r[j + 1..].iter_mut().zip(&col[1..]) {
-                        *ri -= v * tj;
-                    }
-                    r[j] -= col[0] * tj + dot(&col[1..], &theta[j + 1..]);
-                }
+                let theta = &*theta;
+                with_avx2(
+                    #[inline(always)]
+                    || subtract_lower_product(a, theta, r),
+                );
             }
             let rnorm = r.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
             let tnorm = theta.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
@@ -498,25 +463,91 @@ fn subtract_data_product(
     acc: &mut [f64],
     r: &mut [f64],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected on this CPU just above.
-        unsafe { data_product_avx2(cols, theta, v, acc) };
-    } else {
-        data_product(cols, theta, v, acc);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    data_product(cols, theta, v, acc);
+    with_avx2(
+        #[inline(always)]
+        || data_product(cols, theta, v, acc),
+    );
     for (ri, a) in r.iter_mut().zip(acc.iter()) {
         *ri -= a;
     }
 }
 
-/// [`data_product`] compiled for AVX2 (the loops vectorise four lanes wide).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn data_product_avx2(cols: &[&[f64]], theta: &[f64], v: &mut [f64], acc: &mut [f64]) {
-    data_product(cols, theta, v, acc)
+/// Runs `f` compiled for AVX2 where the CPU has it, else as built (x86-64's baseline is SSE2):
+/// the element-wise loops of the solves then vectorise four f64 lanes wide instead of two. The
+/// arithmetic is the same either way (Rust never contracts a multiply and an add into an FMA,
+/// and the loops' summation orders are written out), so results do not depend on the CPU.
+/// Pass an `#[inline(always)]` closure, so that its body is compiled inside the AVX2 function.
+#[inline(always)]
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: AVX2 was detected on this CPU just above.
+        return unsafe { run(f) };
+    }
+    f()
+}
+
+/// Forms the f32 block `B̂` for the mixed-precision solve: rounds the lower triangle of the
+/// `k × k` block `a` into `a32` (`(buffer, column stride)`) with α added on the diagonal, keeps
+/// the f64 diagonal (`diag`, `k` long) and adds each row's Σ|B| into `row_sums` (for `‖B‖∞`).
+/// With `data`, `a32` already holds the block (from the f32 Gram matrix) and `a` is not read.
+#[inline(always)]
+fn round_block(
+    a: MatRef<'_, f64>,
+    (a32, stride): (&mut [f32], usize),
+    diag: &mut [f64],
+    row_sums: &mut [f64],
+    alpha: f64,
+    data: bool,
+) {
+    let k = diag.len();
+    for j in 0..k {
+        let dst = &mut a32[j * stride + j..j * stride + k];
+        let below = if data {
+            dst[0] as f64
+        } else {
+            let src = &lower_col(a, j, k)[j..];
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s as f32;
+            }
+            src[0]
+        };
+        let d = below + alpha;
+        diag[j] = d;
+        dst[0] = d as f32;
+        let sum = if data {
+            for (rs, s) in row_sums[j + 1..].iter_mut().zip(&dst[1..]) {
+                *rs += (*s as f64).abs();
+            }
+            abs_sum(&dst[1..])
+        } else {
+            let src = &lower_col(a, j, k)[j + 1..];
+            for (rs, s) in row_sums[j + 1..].iter_mut().zip(src) {
+                *rs += s.abs();
+            }
+            abs_sum(src)
+        };
+        row_sums[j] += d.abs() + sum;
+    }
+}
+
+/// `r −= A·θ` for the symmetric `A` whose lower triangle (`k × k`) `a` holds: per column, an
+/// axpy below the diagonal and a dot product above it.
+#[inline(always)]
+fn subtract_lower_product(a: MatRef<'_, f64>, theta: &[f64], r: &mut [f64]) {
+    let k = theta.len();
+    for j in 0..k {
+        let col = &lower_col(a, j, k)[j..];
+        let tj = theta[j];
+        for (ri, &v) in r[j + 1..].iter_mut().zip(&col[1..]) {
+            *ri -= v * tj;
+        }
+        r[j] -= col[0] * tj + dot(&col[1..], &theta[j + 1..]);
+    }
 }
 
 /// `acc = XsᵀXs·θ` over blocks of `v.len()` samples (see [`subtract_data_product`]).
@@ -546,14 +577,18 @@ fn lower_col(a: MatRef<'_, f64>, j: usize, k: usize) -> &[f64] {
     &col.as_slice()[..k]
 }
 
-/// Σ|v|, eight partial sums (so that it vectorises).
-fn abs_sum(v: &[f64]) -> f64 {
+/// Σ|v| in f64, eight partial sums (so that it vectorises).
+#[inline(always)]
+fn abs_sum<T: Copy>(v: &[T]) -> f64
+where
+    f64: From<T>,
+{
     let mut acc = [0.0f64; 8];
     let chunks = v.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|x| x.abs()).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x).abs()).sum();
     for c in chunks {
-        for (a, x) in acc.iter_mut().zip(c) {
-            *a += x.abs();
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f64::from(x).abs();
         }
     }
     acc.iter().sum::<f64>() + tail
