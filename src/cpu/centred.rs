@@ -48,7 +48,7 @@ impl<T: Real> Centred<T> {
             }
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
-        let mut data = Mat::<T>::zeros(n, p);
+        let mut data = crate::linalg::mat_zeros::<T>(n, p);
         // 64 × 64 tiles, as linalg::transposed (neither side strides a whole row at a time),
         // blocks of 64 columns in parallel
         const TILE: usize = 64;
@@ -80,7 +80,7 @@ impl<T: Real> Centred<T> {
             }
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
-        let data = Mat::<T>::from_fn(q, n, |j, i| T::of(bt[(j, i)] - mean[j]));
+        let data = crate::linalg::mat_from_fn(q, n, |j, i| T::of(bt[(j, i)] - mean[j]));
         Self::with_sums(data, false, mean)
     }
 
@@ -109,7 +109,7 @@ impl<T: Real> Centred<T> {
     /// only while the product runs).
     pub fn gram_f32(&self) -> Gram<f32> {
         let d = &self.data;
-        let copy = Mat::<f32>::from_fn(d.nrows(), d.ncols(), |i, j| d[(i, j)].f64() as f32);
+        let copy = crate::linalg::mat_from_fn(d.nrows(), d.ncols(), |i, j| d[(i, j)].f64() as f32);
         if self.by_columns {
             crate::linalg::gram_lower_t(copy.transpose())
         } else {
@@ -290,7 +290,7 @@ pub fn uncentred_gram<T: Real>(g: &Gram<T>, mean: &[f64], n: usize) -> Gram {
 /// `X₁ᵀB` (`(p+1) × q`) for centred features and a host `Bᵀ` (`q × n`, f64): `XcᵀB + x̄·1ᵀB`
 /// and the bias row `1ᵀB`.
 pub fn uncentred_cross<T: Real>(x: &Centred<T>, bt: faer::MatRef<'_, f64>) -> Array2<f64> {
-    let b32 = Mat::<T>::from_fn(bt.nrows(), bt.ncols(), |i, j| T::of(bt[(i, j)]));
+    let b32 = crate::linalg::mat_from_fn(bt.nrows(), bt.ncols(), |i, j| T::of(bt[(i, j)]));
     let c = cross_rows(b32.as_ref(), x.ct());
     let (q, p) = c.dim();
     let sums: Vec<f64> = (0..q)

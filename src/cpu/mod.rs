@@ -278,7 +278,7 @@ fn rows_independent<T: Real>(
     product: impl Fn(faer::MatRef<'_, T>, faer::MatRef<'_, T>) -> Array2<T>,
 ) -> Array2<T> {
     if bt.nrows() == 1 {
-        let twice = Mat::<T>::from_fn(2, bt.ncols(), |_, j| bt[(0, j)]);
+        let twice = linalg::mat_from_fn(2, bt.ncols(), |_, j| bt[(0, j)]);
         let out = product(twice.as_ref(), at);
         return out.slice(ndarray::s![0..1, ..]).to_owned();
     }
@@ -329,7 +329,7 @@ fn level_nll(cov: ArrayView2<f64>, pts_t: &Mat<f64>, level: f64) -> f64 {
     if m == 0 {
         return f64::NAN;
     }
-    let mut a = Mat::<f64>::from_fn(n, n, |i, j| {
+    let mut a = linalg::mat_from_fn(n, n, |i, j| {
         if i == j {
             cov[(i, j)]
         } else {
@@ -632,7 +632,7 @@ impl Backend for CpuBackend {
             dtype,
         );
         let chunk = planner::items_per_chunk(&stage, &self.limits())? as usize;
-        let pts_t = Mat::<f64>::from_fn(n, m, |i, j| pts[(j, i)]);
+        let pts_t = linalg::mat_from_fn(n, m, |i, j| pts[(j, i)]);
         let mut out = Vec::with_capacity(levels.len());
         for range in planner::ranges(levels.len(), chunk) {
             let part: Vec<f64> = levels[range]

@@ -255,7 +255,7 @@ impl SolveWork {
         }
         if k > 0 {
             let n = cols[0].len();
-            let mut xs = faer::Mat::<f64>::zeros(n, k);
+            let mut xs = crate::linalg::mat_zeros::<f64>(n, k);
             for (j, c) in cols.iter().enumerate() {
                 for (i, &v) in c.iter().enumerate() {
                     xs[(i, j)] = v;

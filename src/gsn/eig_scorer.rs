@@ -18,7 +18,7 @@
 
 use crate::error::Result;
 use crate::linalg;
-use faer::{Mat, Side};
+use faer::Side;
 use ndarray::ArrayView2;
 
 /// Relative gap under which two NLLs tie at the minimum (then Cholesky decides).
@@ -52,7 +52,7 @@ pub fn eig_nll(
     }
     let s: Vec<f64> = d.iter().map(|v| 1.0 / v.sqrt()).collect();
     // the lower triangle, as the Cholesky scorer reads it
-    let r = Mat::<f64>::from_fn(n, n, |i, j| {
+    let r = crate::linalg::mat_from_fn(n, n, |i, j| {
         if i == j {
             1.0
         } else {
@@ -64,7 +64,7 @@ pub fn eig_nll(
         return Ok(None);
     };
     let lam: Vec<f64> = (0..n).map(|i| e.S()[i]).collect();
-    let ps = Mat::<f64>::from_fn(m, n, |i, j| pts[(i, j)] * s[j]);
+    let ps = crate::linalg::mat_from_fn(m, n, |i, j| pts[(i, j)] * s[j]);
     let z = &ps * e.U();
     let w: Vec<f64> = (0..n)
         .map(|j| (0..m).map(|i| z[(i, j)] * z[(i, j)]).sum())

@@ -7,7 +7,7 @@ use faer::{Mat, Side};
 use ndarray::{Array1, Array2, ArrayView2};
 
 fn to_faer(a: ArrayView2<f64>) -> Mat<f64> {
-    Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)])
+    crate::linalg::mat_from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)])
 }
 
 /// Whether the Cholesky factorisation of `a` succeeds (LAPACK potrf semantics: every pivot > 0).

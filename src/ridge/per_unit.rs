@@ -9,7 +9,7 @@ use super::select::{top_k, TieBreak};
 use crate::error::{Error, Result};
 use crate::linalg::{cholesky_scratch, cholesky_solve_in_place};
 use faer::dyn_stack::MemStack;
-use faer::{Accum, Mat, Par};
+use faer::{Accum, Par};
 use ndarray::{Array1, Array2, ArrayView2};
 use rayon::prelude::*;
 
@@ -168,20 +168,20 @@ pub fn fit_per_unit(
             };
             let z = normalized_columns(xr.view(), &sel, norm, u)?;
             let m = sel.len() + 1;
-            let mut z1 = Mat::<f64>::zeros(rows.len(), m);
+            let mut z1 = crate::linalg::mat_zeros::<f64>(rows.len(), m);
             for i in 0..rows.len() {
                 for c in 0..m - 1 {
                     z1[(i, c)] = z[(i, c)];
                 }
                 z1[(i, m - 1)] = 1.0;
             }
-            let mut a = Mat::<f64>::zeros(m, m);
+            let mut a = crate::linalg::mat_zeros::<f64>(m, m);
             faer::linalg::matmul::matmul(a.as_mut(), Accum::Replace, z1.transpose(), z1.as_ref(), 1.0, Par::Seq);
             for d in 0..m {
                 a[(d, d)] += alpha;
             }
-            let ycol = Mat::<f64>::from_fn(rows.len(), 1, |i, _| yr[i]);
-            let mut rhs = Mat::<f64>::zeros(m, 1);
+            let ycol = crate::linalg::mat_from_fn(rows.len(), 1, |i, _| yr[i]);
+            let mut rhs = crate::linalg::mat_zeros::<f64>(m, 1);
             faer::linalg::matmul::matmul(rhs.as_mut(), Accum::Replace, z1.transpose(), ycol.as_ref(), 1.0, Par::Seq);
             let mut mem = cholesky_scratch(m);
             cholesky_solve_in_place(a.as_mut(), rhs.as_mut(), Par::Seq, MemStack::new(&mut mem))
