@@ -82,6 +82,17 @@ fn finished(u: u32, tid: u32) -> bool {
     return workgroupUniformLoad(&w_state) != 0u;
 }
 
+// Where unit u's data lie: its matrix, its bias row and its vectors x, r, t, w in `v`.
+struct Unit {
+    base: u32, bias: u32, x: u32, r: u32, t: u32, w: u32,
+}
+
+fn unit(u: u32) -> Unit {
+    let base = u * p.m * p.m;
+    let vb = u * 4u * p.m;
+    return Unit(base, base + p.k * p.m, vb, vb + p.m, vb + 2u * p.m, vb + 3u * p.m);
+}
+
 // t ← L̂⁻ᵀ L̂⁻¹ t for the k-vector at v[tb ..], computed in f64 from the f32 factor.
 fn apply_factor(u: u32, tb: u32, tid: u32) {
     let k = p.k;
@@ -148,9 +159,7 @@ fn setup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
     let tid = lid.x;
     let m = p.m;
     let k = p.k;
-    let base = u * m * m;
-    let bias = base + k * m;
-    let vb = u * 4u * m;
+    let q = unit(u);
     let n = sc[0];
     let c = sc[3];
     if (finished(u, tid)) { return; }
@@ -160,25 +169,25 @@ fn setup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
     for (var i = tid; i < m; i += WG) {
         var s = f64(0.0);
         for (var j = 0u; j < m; j++) {
-            s = s + abs(sym(base, i, j));
+            s = s + abs(sym(q.base, i, j));
         }
         nbad = nbad + bad(s);
         if (bad(s) == f64(0.0)) { rowmax = max(rowmax, s); }
-        v[vb + i] = f64(0.0);
-        v[vb + m + i] = b[u * m + i];
-        if (i < k) { v[vb + 2u * m + i] = a[bias + i] / n; }
+        v[q.x + i] = f64(0.0);
+        v[q.r + i] = b[u * m + i];
+        if (i < k) { v[q.t + i] = a[q.bias + i] / n; }
     }
     let anrm = reduce(rowmax, tid, true);
     let nonfinite = reduce(nbad, tid, false);
     storageBarrier();
     workgroupBarrier();
     // w = B̂⁻¹x̄ and γ = c / (1 + c x̄ᵀw)
-    apply_factor(u, vb + 2u * m, tid);
+    apply_factor(u, q.t, tid);
     var part = f64(0.0);
     for (var i = tid; i < k; i += WG) {
-        let wi = v[vb + 2u * m + i];
-        v[vb + 3u * m + i] = wi;
-        part = part + a[bias + i] / n * wi;
+        let wi = v[q.t + i];
+        v[q.w + i] = wi;
+        part = part + a[q.bias + i] / n * wi;
     }
     let gamma = c / (f64(1.0) + c * reduce(part, tid, false));
     if (tid == 0u) {
@@ -194,40 +203,34 @@ fn step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let tid = lid.x;
     let m = p.m;
     let k = p.k;
-    let base = u * m * m;
-    let bias = base + k * m;
-    let vb = u * 4u * m;
-    let xb = vb;
-    let rb = vb + m;
-    let tb = vb + 2u * m;
-    let wb = vb + 3u * m;
+    let q = unit(u);
     let n = sc[0];
     let np = n + sc[1];
     if (finished(u, tid)) { return; }
     let anrm = sc[8u + 4u * u];
     let gamma = sc[8u + 4u * u + 1u];
     // t = r_s − n x̄ r_bias / (n + α): the right-hand side of S once the bias is eliminated
-    let r_bias = v[rb + k];
+    let r_bias = v[q.r + k];
     for (var i = tid; i < k; i += WG) {
-        v[tb + i] = v[rb + i] - a[bias + i] * r_bias / np;
+        v[q.t + i] = v[q.r + i] - a[q.bias + i] * r_bias / np;
     }
     storageBarrier();
     workgroupBarrier();
     // d_s = B̂⁻¹t − w γ x̄ᵀB̂⁻¹t, d_bias = (r_bias − n x̄ᵀd_s) / (n + α); x += d
-    apply_factor(u, tb, tid);
+    apply_factor(u, q.t, tid);
     var part = f64(0.0);
     for (var i = tid; i < k; i += WG) {
-        part = part + a[bias + i] / n * v[tb + i];
+        part = part + a[q.bias + i] / n * v[q.t + i];
     }
     let s = gamma * reduce(part, tid, false);
     var part2 = f64(0.0);
     for (var i = tid; i < k; i += WG) {
-        let di = v[tb + i] - v[wb + i] * s;
-        v[xb + i] = v[xb + i] + di;
-        part2 = part2 + a[bias + i] * di;
+        let di = v[q.t + i] - v[q.w + i] * s;
+        v[q.x + i] = v[q.x + i] + di;
+        part2 = part2 + a[q.bias + i] * di;
     }
     let d_bias = (r_bias - reduce(part2, tid, false)) / np;
-    if (tid == 0u) { v[xb + k] = v[xb + k] + d_bias; }
+    if (tid == 0u) { v[q.x + k] = v[q.x + k] + d_bias; }
     storageBarrier();
     workgroupBarrier();
     // r = b − Ax and the stopping rule
@@ -237,10 +240,10 @@ fn step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var i = tid; i < m; i += WG) {
         var acc = b[u * m + i];
         for (var j = 0u; j < m; j++) {
-            acc = acc - sym(base, i, j) * v[xb + j];
+            acc = acc - sym(q.base, i, j) * v[q.x + j];
         }
-        v[rb + i] = acc;
-        let xi = v[xb + i];
+        v[q.r + i] = acc;
+        let xi = v[q.x + i];
         nbad = nbad + bad(acc) + bad(xi);
         rmax = max(rmax, abs(acc));
         xmax = max(xmax, abs(xi));

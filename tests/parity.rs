@@ -570,21 +570,14 @@ fn auto_falls_back_to_the_cpu_on_a_gpu_error_but_explicit_gpu_fails(dev: Device)
 /// factors every system in f64 (`NEUROFIT_GPU_SOLVE=f64`), the path the default mixed-precision
 /// refinement falls back to, so that it keeps its own run of every solve trial.
 fn the_wide_gemm_in_a_child_process() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["gpu::", "--skip", "gemm_tn_wide"])
-        .arg("--test-threads=1")
-        .env("NEUROFIT_GPU_TILE", "128")
-        .env(neurofit::gpu::SOLVE_ENV, "f64")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "with NEUROFIT_GPU_TILE=128 NEUROFIT_GPU_SOLVE=f64:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::rerun_trials_with(
+        &["gpu::", "--skip", "gemm_tn_wide"],
+        &[
+            ("NEUROFIT_GPU_TILE", "128"),
+            (neurofit::gpu::SOLVE_ENV, "f64"),
+        ],
+        20,
     );
-    let passed = text.matches("... ok").count();
-    assert!(passed >= 20, "only {passed} trials passed:\n{text}");
 }
 
 fn main() {

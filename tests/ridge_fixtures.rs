@@ -161,22 +161,10 @@ const SOLVE_ENV: &str = "NEUROFIT_GPU_SOLVE";
 /// processes with each path forced, so that both meet every fixture whatever the adapter.
 fn gpu_fixtures_with_both_solve_paths() {
     for mode in ["mixed", "f64"] {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["gpu::", "--skip", "gpu_fixtures_with"])
-            .arg("--test-threads=1")
-            .env(SOLVE_ENV, mode)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "with {SOLVE_ENV}={mode}:\n{text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let passed = text.matches("... ok").count();
-        assert!(
-            passed >= CASES.len(),
-            "only {passed} trials passed with {SOLVE_ENV}={mode}:\n{text}"
+        common::rerun_trials_with(
+            &["gpu::", "--skip", "gpu_fixtures_with"],
+            &[(SOLVE_ENV, mode)],
+            CASES.len(),
         );
     }
 }
@@ -188,23 +176,7 @@ const GRAM_ENV: &str = "NEUROFIT_CPU_GRAM";
 /// f64; this runs every CPU case again in a child process with the f32 Gram matrix and data
 /// residuals forced (the variable is read per upload, so it cannot be set for one trial).
 fn cpu_fixtures_with_the_f32_gram() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .arg("cpu::")
-        .arg("--test-threads=1")
-        .env(GRAM_ENV, "f32")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "with {GRAM_ENV}=f32:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passed = text.matches("... ok").count();
-    assert!(
-        passed >= CASES.len(),
-        "only {passed} trials passed:\n{text}"
-    );
+    common::rerun_trials_with(&["cpu::"], &[(GRAM_ENV, "f32")], CASES.len());
 }
 
 fn every_fixture_case_is_covered() {

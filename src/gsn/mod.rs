@@ -346,15 +346,14 @@ pub fn calc_shrunken_covariance(
         levels,
         wantfull,
     };
-    Ok(dispatch::run(
-        &gsn_device(device, flops),
-        Dtype::F64,
-        flops,
-        None,
-        "scorer",
-        &job,
-    )?
-    .output)
+    run_scorer(device, flops, &job)
+}
+
+/// Runs one of GSN's f64 scorer jobs (`flops` for the crossover) on `device` (see
+/// [`gsn_device`]).
+fn run_scorer<J: Job>(device: &Device, flops: f64, job: &J) -> Result<J::Output> {
+    let chosen = gsn_device(device, flops);
+    Ok(dispatch::run(&chosen, Dtype::F64, flops, None, "scorer", job)?.output)
 }
 
 struct NllJob<'a> {
@@ -399,13 +398,5 @@ pub fn shrinkage_nll(
     }
     let flops = 2.0 * levels.len() as f64 * (n as f64).powi(3) / 3.0;
     let job = NllJob { cov, pts, levels };
-    Ok(dispatch::run(
-        &gsn_device(device, flops),
-        Dtype::F64,
-        flops,
-        None,
-        "scorer",
-        &job,
-    )?
-    .output)
+    run_scorer(device, flops, &job)
 }

@@ -6,6 +6,33 @@ use neurofit::Device;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Runs this test binary again in a child process with the arguments `args` (a filter, `--skip`
+/// …) and the environment `env`, and asserts that it succeeds with at least `min_passed` trials
+/// passed: for settings read once per process (or per upload), which a trial cannot set for
+/// itself.
+pub fn rerun_trials_with(args: &[&str], env: &[(&str, &str)], min_passed: usize) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(args).arg("--test-threads=1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let settings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    assert!(
+        out.status.success(),
+        "with {}:\n{text}\n{}",
+        settings.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = text.matches("... ok").count();
+    assert!(
+        passed >= min_passed,
+        "only {passed} trials passed with {}:\n{text}",
+        settings.join(" ")
+    );
+}
+
 /// The `neurofit` binary of this build.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_neurofit"))
