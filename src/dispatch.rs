@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 #[cfg(feature = "gpu")]
 use crate::device::GpuSelector;
-use crate::device::{memory, Device, AUTO_GPU_MIN_FLOPS};
+use crate::device::{auto_gpu_min_flops, memory, Device};
 use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
 use crate::gpu::{AdapterSummary, GpuBackend, GpuContext};
@@ -89,7 +89,8 @@ fn open_gpu(a: &AdapterSummary, max_memory: Option<u64>) -> Result<Chosen> {
 /// * `gpu…` → that adapter, or an error listing what exists; f64 on an adapter without
 ///   `SHADER_F64` is an error.
 /// * `auto` → the first hardware adapter (never a software one) when `flops ≥`
-///   [`AUTO_GPU_MIN_FLOPS`] and the dtype is supported; otherwise the CPU.
+///   [`auto_gpu_min_flops`] (a number per CPU thread) and the dtype is supported; otherwise the
+///   CPU.
 pub fn resolve(
     device: &Device,
     dtype: Dtype,
@@ -99,7 +100,7 @@ pub fn resolve(
     match device {
         Device::Cpu => Ok(cpu(max_memory)),
         Device::Auto => {
-            if flops < AUTO_GPU_MIN_FLOPS {
+            if flops < auto_gpu_min_flops() {
                 log::info!(
                     "auto: problem of {flops:.2e} FLOP is below the GPU crossover; using the CPU"
                 );

@@ -89,12 +89,22 @@ impl fmt::Display for Device {
     }
 }
 
-/// Problems below this many floating-point operations run on the CPU under `auto`, even when a
-/// hardware GPU exists: below it the adapter start-up (~0.1–0.3 s for instance, device and
-/// pipeline creation) and the transfers cost more than the CPU needs for the whole fit. The CPU
-/// backend sustains ~60 GFLOP/s on a 2-core AVX-512 machine (README, benchmarks), so 2e10 FLOP is
-/// ~0.3 s of CPU work: the break-even against the fixed GPU start-up cost.
-pub const AUTO_GPU_MIN_FLOPS: f64 = 2.0e10;
+/// Problems below this many floating-point operations **per CPU thread** run on the CPU under
+/// `auto`, even when a hardware GPU exists ([`auto_gpu_min_flops`]): below it the adapter
+/// start-up (~0.6 s measured on an H100 for instance, device and pipeline creation) and the
+/// transfers cost more than the CPU needs for the whole fit, and the CPU's rate grows with its
+/// threads. Measured (README, "On a hardware GPU"): an fc8-like fit (~3.3e11 FLOP by
+/// `SelectedFit::flops`) took 0.83 s on 16 CPU threads against 1.45 s on the H100 in a fresh
+/// process, a conv4-like one (~6.3e11) 1.90 against 1.88 s; on this project's 2-core machine the
+/// CPU needs 4.6 s for fc8. 2.5e10 per thread puts the crossover at 5e10 FLOP with 2 threads
+/// and 4e11 with 16.
+pub const AUTO_GPU_MIN_FLOPS_PER_THREAD: f64 = 2.5e10;
+
+/// The crossover of `auto` in this process: [`AUTO_GPU_MIN_FLOPS_PER_THREAD`] × the CPU
+/// backend's threads.
+pub fn auto_gpu_min_flops() -> f64 {
+    AUTO_GPU_MIN_FLOPS_PER_THREAD * rayon::current_num_threads() as f64
+}
 
 /// GSN's shrinkage scorers run on the CPU under `auto` below this many of their FLOP (51
 /// Cholesky factorisations, `2·levels·N³/3`) per CPU thread. The CPU scores every level from
@@ -124,6 +134,19 @@ pub fn gsn_device(device: &Device, flops: f64) -> Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auto_crossover_grows_with_the_cpu_threads() {
+        let threads = rayon::current_num_threads() as f64;
+        assert_eq!(
+            auto_gpu_min_flops(),
+            AUTO_GPU_MIN_FLOPS_PER_THREAD * threads
+        );
+        // fc8-like (n 1000, F 15000, 1000 units, k 500) stays on 16 threads' CPU, not on 2
+        let fc8 = 1e3 * 1.5e4 * 1.5e4 + 4.0 * 1e3 * 1.5e4 * 1e3 + 1e3 * 501f64.powi(3) / 3.0;
+        assert!(fc8 < AUTO_GPU_MIN_FLOPS_PER_THREAD * 16.0);
+        assert!(fc8 > AUTO_GPU_MIN_FLOPS_PER_THREAD * 2.0);
+    }
 
     #[test]
     fn gsn_auto_takes_the_gpu_only_past_the_per_thread_crossover() {
