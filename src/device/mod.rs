@@ -110,10 +110,10 @@ pub fn auto_gpu_min_flops() -> f64 {
 /// Cholesky factorisations, `2·levels·N³/3`) per CPU thread. The CPU scores every level from
 /// one eigendecomposition and its rate grows with its threads; the GPU factors every level.
 /// Measured (README, "On a hardware GPU"): an H100 was slower than 16 CPU threads at every N up
-/// to 2000 (N = 1000: 0.96 vs 0.56 s; N = 2000: 3.6 vs 2.5 s, device opening included) and about
-/// even with this 2-core machine at N = 1000. So the GPU is chosen from N ≈ 1330 with 2 threads
-/// and N ≈ 2660 with 16.
-pub const AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD: f64 = 4.0e10;
+/// to 3000 (N = 1000: 0.96 vs 0.56 s; N = 2000: 3.6 vs 2.5 s; N = 3000: 9.9 vs 5.5 s, device
+/// opening included) and about even with this 2-core machine at N = 1000. So the GPU is chosen
+/// from N ≈ 1800 with 2 threads and N ≈ 3600 with 16.
+pub const AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD: f64 = 1.0e11;
 
 /// The device GSN's scorers run on for `device` and a problem of `flops` (see
 /// [`AUTO_GSN_GPU_MIN_FLOPS_PER_THREAD`]): `auto` becomes the CPU below the crossover; any other
