@@ -18,8 +18,8 @@
 //   l:      units × k × k f32, row-major: `narrow` writes B's lower triangle, `cholesky.wgsl`
 //           (run on it as k × k systems) factors it into L̂
 //   d32:    units × k f32, B's diagonal (the f32 factorisation's pivot test)
-//   v:      units × 4m f64 vectors per unit: x (the solution), r (the residual), t (scratch),
-//           w = B̂⁻¹x̄
+//   x:      units × m f64 solutions (the host reads only these back)
+//   v:      units × 3m f64 work vectors per unit: r (the residual), t (scratch), w = B̂⁻¹x̄
 //   sc:     f64 constants sc[0..8] = n, α, √m · ε₆₄, c, the largest finite f64; then per unit
 //           sc[8 + 4u ..] = ‖A‖∞, γ
 //   status: units u32, the f32 factorisation's status (0 = fine, j + 1 = pivot j failed), then
@@ -44,6 +44,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> sc: array<f64>;
 @group(0) @binding(6) var<storage, read_write> status: array<u32>;
 @group(0) @binding(7) var<uniform> p: Params;
+@group(0) @binding(8) var<storage, read_write> x: array<f64>;
 
 const CONVERGED: u32 = 0xfffffffeu;
 const GAVE_UP: u32 = 0xffffffffu;
@@ -82,15 +83,16 @@ fn finished(u: u32, tid: u32) -> bool {
     return workgroupUniformLoad(&w_state) != 0u;
 }
 
-// Where unit u's data lie: its matrix, its bias row and its vectors x, r, t, w in `v`.
+// Where unit u's data lie: its matrix, its bias row, its solution in `x` and its vectors r, t,
+// w in `v`.
 struct Unit {
     base: u32, bias: u32, x: u32, r: u32, t: u32, w: u32,
 }
 
 fn unit(u: u32) -> Unit {
     let base = u * p.m * p.m;
-    let vb = u * 4u * p.m;
-    return Unit(base, base + p.k * p.m, vb, vb + p.m, vb + 2u * p.m, vb + 3u * p.m);
+    let vb = u * 3u * p.m;
+    return Unit(base, base + p.k * p.m, u * p.m, vb, vb + p.m, vb + 2u * p.m);
 }
 
 // t ← L̂⁻ᵀ L̂⁻¹ t for the k-vector at v[tb ..], computed in f64 from the f32 factor.
@@ -115,9 +117,9 @@ fn apply_factor(u: u32, tb: u32, tid: u32) {
         if (j == 0u) { break; }
         j = j - 1u;
         if (tid == 0u) {
-            let x = v[tb + j] / f64(l[lb + j * k + j]);
-            v[tb + j] = x;
-            w_val = x;
+            let xv = v[tb + j] / f64(l[lb + j * k + j]);
+            v[tb + j] = xv;
+            w_val = xv;
         }
         let xj = workgroupUniformLoad(&w_val);
         for (var i = tid; i < j; i += WG) {
@@ -173,7 +175,7 @@ fn setup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid
         }
         nbad = nbad + bad(s);
         if (bad(s) == f64(0.0)) { rowmax = max(rowmax, s); }
-        v[q.x + i] = f64(0.0);
+        x[q.x + i] = f64(0.0);
         v[q.r + i] = b[u * m + i];
         if (i < k) { v[q.t + i] = a[q.bias + i] / n; }
     }
@@ -226,11 +228,11 @@ fn step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var part2 = f64(0.0);
     for (var i = tid; i < k; i += WG) {
         let di = v[q.t + i] - v[q.w + i] * s;
-        v[q.x + i] = v[q.x + i] + di;
+        x[q.x + i] = x[q.x + i] + di;
         part2 = part2 + a[q.bias + i] * di;
     }
     let d_bias = (r_bias - reduce(part2, tid, false)) / np;
-    if (tid == 0u) { v[q.x + k] = v[q.x + k] + d_bias; }
+    if (tid == 0u) { x[q.x + k] = x[q.x + k] + d_bias; }
     storageBarrier();
     workgroupBarrier();
     // r = b − Ax and the stopping rule
@@ -240,10 +242,10 @@ fn step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var i = tid; i < m; i += WG) {
         var acc = b[u * m + i];
         for (var j = 0u; j < m; j++) {
-            acc = acc - sym(q.base, i, j) * v[q.x + j];
+            acc = acc - sym(q.base, i, j) * x[q.x + j];
         }
         v[q.r + i] = acc;
-        let xi = v[q.x + i];
+        let xi = x[q.x + i];
         nbad = nbad + bad(acc) + bad(xi);
         rmax = max(rmax, abs(acc));
         xmax = max(xmax, abs(xi));

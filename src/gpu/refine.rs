@@ -77,10 +77,11 @@ impl GpuContext {
     }
 
     /// Device bytes the mixed-precision path adds per system of size `m`: the f32 block and
-    /// diagonal, four f64 vectors, two f64 scalars and a status word.
+    /// diagonal, the solution and three work vectors (f64), four f64 scalars, and the
+    /// refinement's and the f64 fall-back's status words.
     pub fn refine_bytes(m: usize) -> u64 {
         let k = (m - 1) as u64;
-        (k * k + k) * 4 + (4 * m as u64 + 4) * 8 + 4
+        (k * k + k) * 4 + (4 * m as u64 + 4) * 8 + 2 * 4
     }
 
     /// Solves the gathered f64 systems `s` (right-hand sides in `s.rhs`, left unchanged by the
@@ -98,7 +99,8 @@ impl GpuContext {
         let l = self.zeros(units * k * k, 4, "f32 centred blocks")?;
         let d32 = self.zeros(units * k, 4, "f32 diagonals")?;
         let status = self.zeros(units, 4, "refinement status")?;
-        let v = self.zeros(units * 4 * m, 8, "refinement vectors")?;
+        let x = self.zeros(units * m, 8, "refined solutions")?;
+        let v = self.zeros(units * 3 * m, 8, "refinement vectors")?;
         let nf = n as f64;
         let mut consts = vec![
             nf,
@@ -128,6 +130,7 @@ impl GpuContext {
                 &sc.buf,
                 &status.buf,
                 &p,
+                &x.buf,
             ];
             ids.iter()
                 .map(|&i| (i, all[i as usize]))
@@ -153,29 +156,22 @@ impl GpuContext {
         self.batched_cholesky_factor(&mut enc, &block, Dtype::F32, tol)?;
         let setup = self.pipeline(REFINE, "setup", Dtype::F64, Dtype::F64)?;
         let step = self.pipeline(REFINE, "step", Dtype::F64, Dtype::F64)?;
-        let all = bind(&[0, 1, 2, 4, 5, 6, 7]);
+        let all = bind(&[0, 1, 2, 4, 5, 6, 7, 8]);
         self.dispatch(&mut enc, &setup, &all, (units as u32, 1, 1))?;
+        // rounds of steps, each read back with the solutions (a round is usually the last)
         let mut steps = 0;
-        let states = loop {
+        let (states, mut theta) = loop {
             for _ in 0..STEPS_PER_ROUND.min(MAX_REFINE - steps) {
                 self.dispatch(&mut enc, &step, &all, (units as u32, 1, 1))?;
                 steps += 1;
             }
-            let bytes = self.submit_and_read(enc, &[&status], "refinement")?;
+            let bytes = self.submit_and_read(enc, &[&status, &x], "refinement")?;
             let states = words(&bytes[0]);
             if steps >= MAX_REFINE || states.iter().all(|&st| st != 0) {
-                break states;
+                break (states, floats(&bytes[1], 8));
             }
             enc = self.encoder();
         };
-        let x = floats(
-            &self.submit_and_read(self.encoder(), &[&v], "refined solutions")?[0],
-            8,
-        );
-        let mut theta = vec![0.0; units * m];
-        for (u, t) in theta.chunks_exact_mut(m).enumerate() {
-            t.copy_from_slice(&x[u * 4 * m..u * 4 * m + m]);
-        }
         let mut failed = vec![None; units];
         if states.iter().any(|&st| st != CONVERGED) {
             // the f64 factorisation for the rest, with its verdicts
