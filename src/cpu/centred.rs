@@ -171,8 +171,17 @@ fn cross_cols<T: Real>(bt: MatRef<'_, T>, at: MatRef<'_, T>) -> Array2<T> {
 /// cross products are one cache line.
 const CORR_BLOCK: usize = 8;
 
+/// How many features ahead [`abs_correlations`] prefetches the cross products: each feature's
+/// block of units is one cache line `q` elements after the last, a stride the hardware
+/// prefetchers do not follow across pages (measured at q = 245, F = 15000: 27–31 → 16–20 ms
+/// per chunk with the prefetch and the block computed branch-free).
+const CORR_PREFETCH: usize = 16;
+
 /// |r| (`q × p`, f64, row-major) from the centred cross products (as [`cross`] makes them,
 /// column-major), with the reference's low-variance and zero-variance rules.
+///
+/// Each value is `|h / √(ssx·ssy)|` rounded exactly as written (IEEE division and square
+/// root), whichever instruction set computes it.
 pub fn abs_correlations<T: Real>(
     num: &Array2<T>,
     x: &Centred<T>,
@@ -185,7 +194,7 @@ pub fn abs_correlations<T: Real>(
         return out;
     }
     let num_f = num.t();
-    let cols = num_f.as_slice().map(|s| (s, q));
+    let cols = num_f.as_slice();
     let low: Vec<bool> = x.ss.iter().map(|s| s / (n as f64) < LOW_VARIANCE).collect();
     let out_rows = out.as_slice_mut().expect("standard layout");
     out_rows
@@ -194,31 +203,56 @@ pub fn abs_correlations<T: Real>(
         .for_each(|(blk, rows)| {
             let u0 = blk * CORR_BLOCK;
             let bs = rows.len() / p;
-            let mut col = [T::default(); CORR_BLOCK];
+            // padding lanes get ssy = 1 and h = 0: computed, never stored
+            let mut ssy = [1.0f64; CORR_BLOCK];
+            ssy[..bs].copy_from_slice(&y.ss[u0..u0 + bs]);
+            let mut col = [0.0f64; CORR_BLOCK];
             for (j, (&low_j, &ssx)) in low.iter().zip(&x.ss).enumerate() {
                 match cols {
-                    Some((data, q)) => {
-                        col[..bs].copy_from_slice(&data[j * q + u0..j * q + u0 + bs])
+                    Some(data) => {
+                        prefetch(data, (j + CORR_PREFETCH) * q + u0);
+                        for (c, v) in col.iter_mut().zip(&data[j * q + u0..j * q + u0 + bs]) {
+                            *c = v.f64();
+                        }
                     }
                     None => {
                         for (du, c) in col[..bs].iter_mut().enumerate() {
-                            *c = num[(u0 + du, j)];
+                            *c = num[(u0 + du, j)].f64();
                         }
                     }
                 }
+                let mut r = [0.0f64; CORR_BLOCK];
+                for ((r, &c), &s) in r.iter_mut().zip(&col).zip(&ssy) {
+                    *r = (c / (ssx * s).sqrt()).abs();
+                }
                 for du in 0..bs {
-                    let ssy = y.ss[u0 + du];
                     rows[du * p + j] = if low_j {
                         0.0
-                    } else if ssy == 0.0 {
+                    } else if ssy[du] == 0.0 {
                         UNDEFINED_CORR
                     } else {
-                        (col[du].f64() / (ssx * ssy).sqrt()).abs()
+                        r[du]
                     };
                 }
             }
         });
     out
+}
+
+/// Asks the CPU to fetch the cache line holding `data[i]` (nothing past the end, nothing on
+/// other architectures).
+#[inline(always)]
+fn prefetch<T>(data: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < data.len() {
+        // SAFETY: `i` is in bounds; a prefetch reads nothing architecturally.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(i) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, i);
 }
 
 /// Gathers unit `u`'s centred block for [`SolveWork::solve_centred`]: `XcᵀXc` on the
@@ -231,16 +265,13 @@ pub fn gather_centred<T: Real>(
     features: &[u32],
     work: &mut SolveWork,
 ) {
-    let (mut a, xbar, rhs) = work.centred_parts();
-    let k = features.len();
-    for bcol in 0..k {
+    work.fill_centred(|bcol, col| {
         let jb = features[bcol] as usize;
-        for arow in bcol..k {
-            a[(arow, bcol)] = g.sym(features[arow] as usize, jb).f64();
+        for (dst, &i) in col.iter_mut().zip(&features[bcol..]) {
+            *dst = g.sym(i as usize, jb).f64();
         }
-        xbar[bcol] = mean_x[jb];
-        rhs[bcol] = h[(u, jb)].f64();
-    }
+        (mean_x[jb], h[(u, jb)].f64())
+    });
 }
 
 /// Gathers unit `u`'s centred block for [`SolveWork::solve_centred_data`]: `XcᵀXc` on the

@@ -134,6 +134,12 @@ pub struct SolveWork {
     a32: Padded<f32>,
     d32: Padded<f32>,
     diag: Vec<f64>,
+    /// Σ|B| below the diagonal of each column, when [`SolveWork::fill_centred`] formed the f32
+    /// block while gathering.
+    colsum: Vec<f64>,
+    /// Whether [`SolveWork::fill_centred`] already rounded the off-diagonal block into `a32`
+    /// (its partial row sums in `w`, the column sums in `colsum`).
+    pre_rounded: bool,
     /// A block of `Xs θ` for residuals computed from the data ([`SolveWork::with_data`]).
     v: Vec<f64>,
     scratch: MemBuffer,
@@ -182,6 +188,8 @@ impl SolveWork {
             a32: Padded::new(k, k),
             d32: Padded::new(k, 1),
             diag: vec![0.0; k],
+            colsum: vec![0.0; k],
+            pre_rounded: false,
             v: Vec::new(),
             scratch: MemBuffer::new(req64),
             scratch32: MemBuffer::new(req32),
@@ -216,6 +224,41 @@ impl SolveWork {
             &mut self.xbar[..k],
             &mut self.b.data()[..k],
         )
+    }
+
+    /// Fills a centred system like [`SolveWork::centred_parts`], a column at a time, and forms
+    /// the mixed-precision solve's f32 block below the diagonal while each column is still in
+    /// cache: `fill(j, col)` writes `XcᵀXc` of column `j` from its diagonal down
+    /// (`col[i - j]` is row `i`) and returns `(x̄_j, (Xcᵀyc)_j)`. Solve with
+    /// [`SolveWork::solve_centred`]; the arithmetic and the result are those of filling through
+    /// [`SolveWork::centred_parts`] (measured at conv4 size: one pass over the 1 MB f64 block
+    /// less per unit).
+    pub fn fill_centred(&mut self, mut fill: impl FnMut(usize, &mut [f64]) -> (f64, f64)) {
+        let k = self.m - 1;
+        let round = self.mixed && k > 0;
+        let stride32 = self.a32.stride;
+        let (a, a32) = (&mut self.a, &mut self.a32);
+        let stride = a.stride;
+        let (adata, a32data) = (a.data(), a32.data());
+        let b = &mut self.b.buf[self.b.offset..self.b.offset + k];
+        let row_sums = &mut self.w[..];
+        row_sums.fill(0.0);
+        for j in 0..k {
+            let col = &mut adata[j * stride + j..j * stride + k];
+            let (xbar, rhs) = fill(j, col);
+            self.xbar[j] = xbar;
+            b[j] = rhs;
+            if round {
+                let below = &col[1..];
+                let dst = &mut a32data[j * stride32 + j + 1..j * stride32 + k];
+                for ((d, &v), rs) in dst.iter_mut().zip(below).zip(&mut row_sums[j + 1..]) {
+                    *d = v as f32;
+                    *rs += v.abs();
+                }
+                self.colsum[j] = abs_sum(below);
+            }
+        }
+        self.pre_rounded = round;
     }
 
     /// For a centred system from data (a workspace made by [`SolveWork::with_data`]; `m = k + 1`,
@@ -347,13 +390,17 @@ impl SolveWork {
         let xbar = &self.xbar[..k];
         // B = XcᵀXc + αI in f32, its diagonal in f64, and ‖S‖∞ ≤ ‖B‖∞ + c·max|x̄|·Σ|x̄|
         let row_sums = &mut self.w;
-        row_sums.fill(0.0);
         let stride = self.a32.stride;
         let (a32, diag) = (self.a32.data(), &mut self.diag[..k]);
-        with_avx2(
-            #[inline(always)]
-            || round_block(a, (a32, stride), diag, row_sums, alpha, data),
-        );
+        if std::mem::take(&mut self.pre_rounded) && !data {
+            finish_rounded(a, (a32, stride), diag, row_sums, &self.colsum, alpha);
+        } else {
+            row_sums.fill(0.0);
+            with_avx2(
+                #[inline(always)]
+                || round_block(a, (a32, stride), diag, row_sums, alpha, data),
+            );
+        }
         let xmax = xbar.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
         let bnorm = row_sums.iter().fold(0.0f64, |acc, &v| acc.max(v));
         let snorm = bnorm + c * xmax * abs_sum(xbar);
@@ -489,6 +536,25 @@ fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
         return unsafe { run(f) };
     }
     f()
+}
+
+/// Completes the f32 block that [`SolveWork::fill_centred`] formed below the diagonal: the
+/// diagonal with α (f64 in `diag`, rounded into `a32`) and each row's Σ|B| (`row_sums` holds the
+/// sums left of the diagonal, `colsum` those below it), in [`round_block`]'s order of operations.
+fn finish_rounded(
+    a: MatRef<'_, f64>,
+    (a32, stride): (&mut [f32], usize),
+    diag: &mut [f64],
+    row_sums: &mut [f64],
+    colsum: &[f64],
+    alpha: f64,
+) {
+    for (j, ((dg, rs), &below)) in diag.iter_mut().zip(row_sums).zip(colsum).enumerate() {
+        let d = a[(j, j)] + alpha;
+        *dg = d;
+        a32[j * stride + j] = d as f32;
+        *rs += d.abs() + below;
+    }
 }
 
 /// Forms the f32 block `B̂` for the mixed-precision solve: rounds the lower triangle of the
