@@ -81,6 +81,9 @@ pub enum Op {
         rows: usize,
         /// Size of the result.
         dim: usize,
+        /// Whether the selection path asks for it (a backend may then store only the lower
+        /// triangle; the dense path factors it whole).
+        selection: bool,
     },
     /// One chunk of the selection path, per unit: targets, correlations, cross products,
     /// gathered `m × m` systems and solutions, for `units` units of `rows` samples against

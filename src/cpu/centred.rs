@@ -111,9 +111,9 @@ impl<T: Real> Centred<T> {
         let d = &self.data;
         let copy = crate::linalg::mat_from_fn(d.nrows(), d.ncols(), |i, j| d[(i, j)].f64() as f32);
         if self.by_columns {
-            crate::linalg::gram_lower_t(copy.transpose())
+            crate::linalg::gram_lower_packed_t(copy.transpose())
         } else {
-            crate::linalg::gram_lower_t(copy.as_ref())
+            crate::linalg::gram_lower_packed_t(copy.as_ref())
         }
     }
 
@@ -267,8 +267,9 @@ pub fn gather_centred<T: Real>(
 ) {
     work.fill_centred(|bcol, col| {
         let jb = features[bcol] as usize;
+        let gcol = g.lower_col(jb);
         for (dst, &i) in col.iter_mut().zip(&features[bcol..]) {
-            *dst = g.sym(i as usize, jb).f64();
+            *dst = gcol[i as usize - jb].f64();
         }
         (mean_x[jb], h[(u, jb)].f64())
     });
@@ -291,8 +292,9 @@ pub fn gather_centred_data<'x>(
     cols.clear();
     for bcol in 0..k {
         let jb = features[bcol] as usize;
-        for arow in bcol..k {
-            a[(arow, bcol)] = g.sym(features[arow] as usize, jb);
+        let gcol = g.lower_col(jb);
+        for (arow, &i) in features.iter().enumerate().skip(bcol) {
+            a[(arow, bcol)] = gcol[i as usize - jb];
         }
         xbar[bcol] = x.mean[jb];
         rhs[bcol] = h[(u, jb)];

@@ -385,7 +385,17 @@ impl Backend for CpuBackend {
                 },
             ),
             // f64 (or f32 and, while it is formed, an f32 copy of the centred features)
-            Op::Gram { rows, dim } => Stage::fixed(
+            // the selection path's is packed (the lower triangle only)
+            Op::Gram {
+                rows,
+                dim,
+                selection: true,
+            } => Stage::fixed(
+                "gram (cpu)",
+                linalg::Gram::<f64>::packed_bytes(dim, 8)
+                    .max(linalg::Gram::<f32>::packed_bytes(dim, 4) + 4 * (rows * dim) as u64),
+            ),
+            Op::Gram { rows, dim, .. } => Stage::fixed(
                 "gram (cpu)",
                 b(dim.div_ceil(8) * 8 * dim)
                     .max(4 * (dim.div_ceil(16) * 16 * dim + rows * dim) as u64),
@@ -489,10 +499,10 @@ impl Backend for CpuBackend {
         Ok(match &a.form {
             Form::C64(c) if a.low_gram => CpuGram::Centred64Low(c.gram_f32()),
             Form::C64(c) => {
-                CpuGram::Centred64(linalg::gram_lower_t(c.ct()), c.mean.clone(), a.rows)
+                CpuGram::Centred64(linalg::gram_lower_packed_t(c.ct()), c.mean.clone(), a.rows)
             }
             Form::C32(c) => {
-                CpuGram::Centred32(linalg::gram_lower_t(c.ct()), c.mean.clone(), a.rows)
+                CpuGram::Centred32(linalg::gram_lower_packed_t(c.ct()), c.mean.clone(), a.rows)
             }
             Form::Plain(at) => CpuGram::Plain(linalg::gram_lower_t(at.as_ref())),
         })

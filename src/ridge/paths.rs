@@ -113,7 +113,14 @@ pub fn plan_selected<B: Backend>(be: &B, sh: &SelectedShape, dtype: Dtype) -> Re
         },
         dtype,
     );
-    let gram = be.plan(Op::Gram { rows: n, dim: p }, dtype);
+    let gram = be.plan(
+        Op::Gram {
+            rows: n,
+            dim: p,
+            selection: true,
+        },
+        dtype,
+    );
     let mut per = be.plan(
         Op::SelectedUnits {
             units,
@@ -159,7 +166,14 @@ pub fn plan_dense<B: Backend>(
         },
         dtype,
     );
-    let gram = be.plan(Op::Gram { rows: n, dim }, dtype);
+    let gram = be.plan(
+        Op::Gram {
+            rows: n,
+            dim,
+            selection: false,
+        },
+        dtype,
+    );
     let cross = be.plan(
         Op::Cross {
             q: units,
