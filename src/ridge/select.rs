@@ -47,25 +47,14 @@ fn order_key(v: f64) -> u64 {
 }
 
 /// The `k` best features of one unit, best first.
-///
-/// The k-th largest value is found first among the values alone (`u64` keys, half the bytes
-/// and cheaper comparisons than the ranked keys); only the values at or above it are then
-/// ranked with their indices, so ties at the threshold still follow `tie`.
 pub fn top_k(abs_r: &[f64], k: usize, tie: TieBreak) -> Vec<u32> {
     let k = k.min(abs_r.len());
     if k == 0 {
         return Vec::new();
     }
-    let threshold = if k < abs_r.len() {
-        let mut ords: Vec<u64> = abs_r.iter().map(|&v| order_key(v)).collect();
-        *ords.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1
-    } else {
-        0
-    };
     let mut keys: Vec<u128> = abs_r
         .iter()
         .enumerate()
-        .filter(|&(_, &v)| order_key(v) >= threshold)
         .map(|(i, &v)| rank_key(v, i as u32, tie))
         .collect();
     if k < keys.len() {
