@@ -580,6 +580,43 @@ fn the_wide_gemm_in_a_child_process() {
     );
 }
 
+/// Pipelines compiled ahead on background threads while four threads ask for them: each is
+/// compiled exactly once, every request gets it, and asking again compiles nothing.
+fn precompiled_pipelines_are_shared() {
+    let ctx = std::sync::Arc::new(neurofit::gpu::GpuContext::open(0).expect("open adapter 0"));
+    let dtype = if ctx.has_f64() {
+        Dtype::F64
+    } else {
+        Dtype::F32
+    };
+    let keys = ctx.selection_pipelines(dtype, dtype);
+    let distinct: std::collections::HashSet<String> = keys
+        .iter()
+        .map(|(s, e, r, sr)| format!("{}/{e}/{r}/{sr}", s.name))
+        .collect();
+    assert!(distinct.len() >= 8, "{} pipelines", distinct.len());
+    assert_eq!(ctx.compiled_pipelines(), 0);
+    ctx.precompile(keys.clone());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (ctx, keys) = (&ctx, &keys);
+            scope.spawn(move || {
+                // each thread in another order
+                for i in 0..keys.len() {
+                    let (s, e, r, sr) = keys[(i + t * 3) % keys.len()];
+                    ctx.pipeline(s, e, r, sr).expect("pipeline");
+                }
+            });
+        }
+    });
+    assert_eq!(ctx.compiled_pipelines(), distinct.len());
+    ctx.precompile(keys.clone());
+    for &(s, e, r, sr) in &keys {
+        ctx.pipeline(s, e, r, sr).expect("pipeline");
+    }
+    assert_eq!(ctx.compiled_pipelines(), distinct.len());
+}
+
 fn main() {
     // the GPU trials run the mixed-precision solves (the default of adapters with reduced-rate
     // f64) unless told otherwise; the child process runs the f64 factorisation
@@ -633,6 +670,11 @@ fn main() {
             (70, 90, 300),
         ),
     ];
+    suite.gpu(
+        "pipelines::precompile (each pipeline compiled once, shared by every thread)",
+        false,
+        |_| precompiled_pipelines_are_shared(),
+    );
     for (name, prim, (n, f, q)) in prims {
         suite.gpu(&format!("entry_point::{name}"), true, move |d| {
             primitive_parity(d, prim, n, f, q, Dtype::F64)

@@ -108,11 +108,18 @@ pub fn quiet_runtime_dir() {
 
 /// The wgpu instance: primary backends unless `WGPU_BACKEND` says otherwise.
 pub(super) fn instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    if std::env::var_os("WGPU_BACKEND").is_none() {
-        desc.backends = wgpu::Backends::PRIMARY;
-    }
-    wgpu::Instance::new(desc)
+    // one per process: the device resolution's probe and the opening of the adapter share it
+    // (creating a Vulkan instance loads the drivers, ~0.1–0.6 s on the H100 machine)
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE
+        .get_or_init(|| {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+            if std::env::var_os("WGPU_BACKEND").is_none() {
+                desc.backends = wgpu::Backends::PRIMARY;
+            }
+            wgpu::Instance::new(desc)
+        })
+        .clone()
 }
 
 /// Every adapter of `inst`, sorted: hardware first, then non-GL, then with `SHADER_F64`.
@@ -154,12 +161,15 @@ pub(super) fn summary(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
 
 /// Every adapter wgpu finds: hardware before software, Vulkan/Metal/DX12 before GL.
 pub fn enumerate() -> Vec<AdapterSummary> {
+    let start = std::time::Instant::now();
     let inst = instance();
-    sorted_adapters(&inst)
+    let out = sorted_adapters(&inst)
         .iter()
         .enumerate()
         .map(|(i, a)| summary(i, a))
-        .collect()
+        .collect();
+    super::trace::span("probe", "adapters enumerated", start, 0);
+    out
 }
 
 #[cfg(any(

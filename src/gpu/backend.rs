@@ -190,6 +190,10 @@ impl Backend for GpuBackend {
     ) -> Result<GpuFeatures> {
         self.check_dtype(dtype)?;
         let ctx = &self.ctx;
+        if layout.correlations {
+            // the selection path: its kernels compile while X uploads
+            ctx.precompile(ctx.selection_pipelines(dtype, self.solve_dtype()));
+        }
         let (rows, features) = a.dim();
         let cols = features + usize::from(layout.bias);
         let x = ctx.upload_matrix(a, layout.bias, dtype, "features")?;

@@ -57,6 +57,7 @@ impl GpuContext {
     }
 
     fn create_init(&self, bytes: &[u8], len: usize, elem: u64, what: &str) -> Result<DevBuf> {
+        let start = std::time::Instant::now();
         self.alloc_checked(bytes.len() as u64, what)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let contents: &[u8] = if bytes.is_empty() { &[0u8; 8] } else { bytes };
@@ -73,6 +74,7 @@ impl GpuContext {
                 describe_error(&e)
             )));
         }
+        super::trace::span("upload", what, start, bytes.len() as u64);
         Ok(DevBuf { buf, len, elem })
     }
 
@@ -118,6 +120,7 @@ impl GpuContext {
 
     /// A zero-filled storage buffer of `len` elements of `elem` bytes.
     pub fn zeros(&self, len: usize, elem: u64, what: &str) -> Result<DevBuf> {
+        let start = std::time::Instant::now();
         let bytes = (len as u64 * elem).max(8);
         self.alloc_checked(bytes, what)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -133,6 +136,7 @@ impl GpuContext {
                 describe_error(&e)
             )));
         }
+        super::trace::span("create", what, start, bytes);
         Ok(DevBuf { buf, len, elem })
     }
 
@@ -166,6 +170,7 @@ impl GpuContext {
         srcs: &[&DevBuf],
         what: &str,
     ) -> Result<Vec<Vec<u8>>> {
+        let start = std::time::Instant::now();
         let sizes: Vec<u64> = srcs.iter().map(|b| b.bytes().div_ceil(4) * 4).collect();
         let total: u64 = sizes.iter().sum();
         if total == 0 {
@@ -192,6 +197,7 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.wait(Some(idx), what)?;
+        super::trace::span("wait", what, start, 0);
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Gpu(format!("{what}: mapping failed: {e}"))),
@@ -209,6 +215,7 @@ impl GpuContext {
         drop(data);
         staging.unmap();
         self.resolve_timestamps()?;
+        super::trace::span("read", what, start, total);
         Ok(out)
     }
 

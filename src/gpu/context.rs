@@ -46,6 +46,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl GpuContext {
     /// Opens adapter `index` (as listed by [`super::enumerate`]).
     pub fn open(index: usize) -> Result<Self> {
+        let start = std::time::Instant::now();
         let inst = instance();
         let adapters = sorted_adapters(&inst);
         let adapter = adapters.get(index).ok_or_else(|| {
@@ -87,6 +88,7 @@ impl GpuContext {
             pipelines: PipelineCache::default(),
             profiler: Mutex::new(None),
         })
+        .inspect(|c| super::trace::span("open", &c.info.name, start, 0))
     }
 
     /// The process-wide context of adapter `index`, opened on first use: device creation and
@@ -158,8 +160,10 @@ impl GpuContext {
 
     /// Submits `enc`, waits for it and checks for errors.
     pub fn submit(&self, enc: wgpu::CommandEncoder, what: &str) -> Result<()> {
+        let start = std::time::Instant::now();
         let idx = self.queue.submit(Some(enc.finish()));
         self.wait(Some(idx), what)?;
+        super::trace::span("submit", what, start, 0);
         self.resolve_timestamps()
     }
 

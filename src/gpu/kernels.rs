@@ -5,7 +5,8 @@
 use super::buffers::DevBuf;
 use super::context::GpuContext;
 use super::params::{CHOL_BLOCK, CHOL_TILE, GEMM_TILE};
-use super::pipelines::Shader;
+use super::pipelines::{PipelineKey, Shader};
+use super::refine::REFINE;
 use crate::error::Result;
 use crate::Dtype;
 use bytemuck::{Pod, Zeroable};
@@ -190,6 +191,34 @@ pub struct GatherFrom<'a> {
 }
 
 impl GpuContext {
+    /// The pipelines a selection-path fit with storage precision `dtype` and solve precision
+    /// `sreal` runs (see [`GpuContext::precompile`]).
+    pub fn selection_pipelines(&self, dtype: Dtype, sreal: Dtype) -> Vec<PipelineKey> {
+        let gemm = if self.params.tile == GEMM_TILE {
+            GEMM_WIDE
+        } else {
+            GEMM
+        };
+        let mut keys = vec![
+            (COLSTATS, "col_sum", dtype, dtype),
+            (COLSTATS, "col_sumsq", dtype, dtype),
+            (COLSTATS, "center", dtype, dtype),
+            (gemm, "main", dtype, dtype),
+            (CORR, "main", dtype, dtype),
+            (GATHER, "main", dtype, sreal),
+        ];
+        let mut factor = vec![sreal];
+        if self.mixed_solves(sreal) {
+            keys.extend(["narrow", "setup", "step"].map(|e| (REFINE, e, Dtype::F64, Dtype::F64)));
+            factor.insert(0, Dtype::F32);
+        }
+        for p in factor {
+            keys.extend(["panel", "update"].map(|e| (CHOLESKY, e, p, p)));
+        }
+        keys.extend(["forward", "backward"].map(|e| (CHOLESKY, e, sreal, sreal)));
+        keys
+    }
+
     /// Records `g` (one dispatch per slice of `params.gemm_rows` reduction rows).
     pub fn gemm_tn(&self, enc: &mut wgpu::CommandEncoder, g: &Gemm, dtype: Dtype) -> Result<()> {
         let shader = if self.params.tile == GEMM_TILE {

@@ -19,6 +19,7 @@ mod params;
 mod pipelines;
 mod profiler;
 mod refine;
+pub mod trace;
 
 pub use adapters::{enumerate, AdapterSummary};
 pub use backend::{GpuBackend, GpuFeatures, GpuGram, GpuTargets};

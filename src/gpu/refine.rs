@@ -72,8 +72,13 @@ impl GpuContext {
     /// Whether systems of size `m` (k selected features and the bias) solved in `sreal` take the
     /// mixed-precision path.
     pub fn refines(&self, m: usize, sreal: Dtype) -> bool {
+        self.mixed_solves(sreal) && m >= 2 && m <= self.params.refine_max_system
+    }
+
+    /// Whether systems solved in `sreal` take the mixed-precision path (when their size allows).
+    pub(super) fn mixed_solves(&self, sreal: Dtype) -> bool {
         let mixed = solve_override().unwrap_or(!self.info.full_rate_f64);
-        mixed && sreal == Dtype::F64 && m >= 2 && m <= self.params.refine_max_system
+        mixed && sreal == Dtype::F64
     }
 
     /// Device bytes the mixed-precision path adds per system of size `m`: the f32 block and
