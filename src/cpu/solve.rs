@@ -782,6 +782,49 @@ mod tests {
         worst / (anorm * tnorm)
     }
 
+    /// Filling column by column ([`SolveWork::fill_centred`], which rounds the f32 block while
+    /// gathering) solves bit for bit as filling through [`SolveWork::centred_parts`] (rounded
+    /// in the solve), in mixed precision and in f64, and the workspace reused for the other
+    /// way afterwards is unaffected.
+    #[test]
+    fn filling_by_columns_solves_bit_for_bit_as_filling_in_place() {
+        let (x, y) = data(200, 40, 11);
+        for mixed in [true, false] {
+            let mut w = SolveWork::with_mixed(41, mixed);
+            let sys = CentredSystem {
+                alpha: 5.0,
+                ..fill(&mut w, &x, &y, 100.0)
+            };
+            // the filled parts, before the f64 path factors them in place
+            let (a, xbar, rhs) = {
+                let (a, xb, r) = w.centred_parts();
+                let cols: Vec<Vec<f64>> = (0..40)
+                    .map(|j| (j..40).map(|i| a[(i, j)]).collect())
+                    .collect();
+                (cols, xb.to_vec(), r.to_vec())
+            };
+            w.solve_centred(sys).expect("solved in place");
+            let in_place = w.solution().to_vec();
+            let mut v = SolveWork::with_mixed(41, mixed);
+            v.fill_centred(|j, col| {
+                col.copy_from_slice(&a[j]);
+                (xbar[j], rhs[j])
+            });
+            v.solve_centred(sys).expect("solved by columns");
+            assert_eq!(v.refined(), w.refined());
+            assert_eq!(v.refined(), usize::from(mixed));
+            let bits = |t: &[f64]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(v.solution()), bits(&in_place), "mixed = {mixed}");
+            // the same workspace filled in place again (the pre-rounded state consumed)
+            let sys2 = CentredSystem {
+                alpha: 5.0,
+                ..fill(&mut v, &x, &y, 100.0)
+            };
+            v.solve_centred(sys2).expect("solved in place again");
+            assert_eq!(bits(v.solution()), bits(&in_place));
+        }
+    }
+
     #[test]
     fn mixed_precision_matches_the_f64_solve() {
         for (base, agree) in [(0.0, 1e-12), (100.0, 1e-9)] {
