@@ -16,12 +16,19 @@ fn main() -> neurofit::Result<()> {
         device,
         ..FitParams::default()
     };
+    let before = cpu_seconds();
     let t = std::time::Instant::now();
     let out = fit(sim.x.view(), sim.y.view().into_dyn(), &p)?;
     println!(
         "device {} total {:.3} s",
         out.device,
         t.elapsed().as_secs_f64()
+    );
+    let after = cpu_seconds();
+    println!(
+        "fit CPU time: user {:.2} s, system {:.2} s (page faults)",
+        after.0 - before.0,
+        after.1 - before.1
     );
     if let Some(sel) = &out.selected {
         let mut u: Vec<u32> = sel.iter().copied().collect();
@@ -33,4 +40,18 @@ fn main() -> neurofit::Result<()> {
         println!("  {s}: {:.3} s", d.as_secs_f64());
     }
     Ok(())
+}
+
+/// This process's (user, system) CPU seconds so far.
+fn cpu_seconds() -> (f64, f64) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrusage writes the struct it is given and nothing else.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+        (s(u.ru_utime), s(u.ru_stime))
+    }
+    #[cfg(not(target_os = "linux"))]
+    (0.0, 0.0)
 }

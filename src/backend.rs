@@ -171,6 +171,11 @@ pub trait Backend: Sync {
     /// rows. Features whose population variance is below [`LOW_VARIANCE`] get 0; a target with
     /// zero variance gets [`UNDEFINED_CORR`] everywhere else. Needs `layout.correlations`.
     fn abs_correlations(&self, x: &Self::Features, y: &Self::Targets) -> Result<Array2<f64>>;
+    /// Hands back an array this backend returned (a chunk's `|r|`) once the caller is done
+    /// with it, for the next chunk's buffers; the default drops it.
+    fn recycle(&self, a: Array2<f64>) {
+        drop(a);
+    }
     /// For each target column `u`: gathers `G[idx_u, idx_u] + αI` and `(X₁ᵀy_u)[idx_u]` (`idx`
     /// is `q × m`, row `u` the indices of unit `u`, the bias index last), factors the system by
     /// Cholesky and solves it.

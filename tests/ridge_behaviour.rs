@@ -72,6 +72,33 @@ fn f32_fit_is_within_1e_4_of_the_f64_fit() {
     }
 }
 
+/// Chunks large enough that the CPU keeps each chunk's cross products and |r| (≥ 8 MiB apiece)
+/// for the next one: equal chunks reuse them, a smaller last chunk releases them, and neither
+/// changes a bit of W, b or the selection against one chunk of every unit, in f64 and f32.
+fn recycled_chunk_buffers_change_nothing() {
+    let (n, f, u) = (30, 1100, 2500);
+    let sim = neurofit::simulate::simulate(n, f, u, 5);
+    for dtype in [Dtype::F64, Dtype::F32] {
+        let fit_with = |chunk_size| {
+            let q = FitParams {
+                alpha: 10.0,
+                n_feat: 8,
+                chunk_size,
+                dtype,
+                device: Device::Cpu,
+                ..FitParams::default()
+            };
+            fit(sim.x.view(), sim.y.view().into_dyn(), &q).unwrap()
+        };
+        let whole = fit_with(0);
+        // 1000 + 1000 + 500 units: q × F × 8 bytes = 8.8 MB per buffer
+        let chunked = fit_with(1000);
+        assert_eq!(whole.selected, chunked.selected, "{dtype:?}: selection");
+        assert_eq!(whole.model.w, chunked.model.w, "{dtype:?}: W");
+        assert_eq!(whole.model.b, chunked.model.b, "{dtype:?}: b");
+    }
+}
+
 fn p(k: usize, device: &Device) -> FitParams {
     FitParams {
         n_feat: k,
@@ -449,6 +476,10 @@ fn main() {
     suite.test(
         "f32_fit_is_within_1e_4_of_the_f64_fit",
         f32_fit_is_within_1e_4_of_the_f64_fit,
+    );
+    suite.test(
+        "recycled_chunk_buffers_change_nothing",
+        recycled_chunk_buffers_change_nothing,
     );
     suite.test(
         "unknown_option_values_are_errors",

@@ -13,6 +13,7 @@
 //! solved in f64 as the reference does. `YcᵀXc` is both the numerator of the correlations and
 //! the right-hand sides, so it is computed once per chunk.
 
+use super::recycle::{Recyclable, Recycler};
 use super::solve::SolveWork;
 use super::{cross_rows, rows_independent};
 use crate::backend::{LOW_VARIANCE, UNDEFINED_CORR};
@@ -150,14 +151,18 @@ fn sums_of_squares<T: Real>(ct: MatRef<'_, T>) -> Vec<f64> {
 /// (measured at F = 15000, n = 1000, f64, 2 threads). Each row does not depend on how many
 /// rows the chunk has (the sharded fits compare bit for bit); a single row is computed as two,
 /// because faer takes a matrix-vector path, with other rounding, for one row.
-pub fn cross<T: Real>(y: &Centred<T>, x: &Centred<T>) -> Array2<T> {
-    rows_independent(y.ct(), x.ct(), cross_cols)
+pub fn cross<T: Real + Recyclable>(y: &Centred<T>, x: &Centred<T>, r: &Recycler) -> Array2<T> {
+    rows_independent(y.ct(), x.ct(), |bt, at| cross_cols(bt, at, r))
 }
 
-/// `bt · atᵀ` into a column-major array.
-fn cross_cols<T: Real>(bt: MatRef<'_, T>, at: MatRef<'_, T>) -> Array2<T> {
+/// `bt · atᵀ` into a column-major array (its buffer from `r`).
+fn cross_cols<T: Real + Recyclable>(
+    bt: MatRef<'_, T>,
+    at: MatRef<'_, T>,
+    r: &Recycler,
+) -> Array2<T> {
     let (q, p) = (bt.nrows(), at.nrows());
-    let mut out = Array2::<T>::default((q, p).f());
+    let mut out = Array2::from_shape_vec((q, p).f(), r.zeros(q * p)).expect("q × p elements");
     let dst = MatMut::from_column_major_slice_mut(
         out.as_slice_memory_order_mut().expect("contiguous"),
         q,
@@ -187,9 +192,10 @@ pub fn abs_correlations<T: Real>(
     x: &Centred<T>,
     y: &Centred<T>,
     n: usize,
+    r: &Recycler,
 ) -> Array2<f64> {
     let (q, p) = num.dim();
-    let mut out = Array2::<f64>::zeros((q, p));
+    let mut out = Array2::from_shape_vec((q, p), r.zeros(q * p)).expect("q × p elements");
     if q == 0 || p == 0 {
         return out;
     }

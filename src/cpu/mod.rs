@@ -8,6 +8,7 @@
 //! faer's products run fastest on.
 
 pub mod centred;
+pub mod recycle;
 pub mod solve;
 
 use crate::backend::{Backend, FeatureLayout, Op, Solved};
@@ -22,18 +23,23 @@ use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use solve::{CentredSystem, SolveWork};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The CPU backend with a memory budget in bytes.
 #[derive(Debug, Clone)]
 pub struct CpuBackend {
     budget: u64,
+    /// The chunk loop's large buffers, kept from one chunk for the next.
+    recycler: Arc<recycle::Recycler>,
 }
 
 impl CpuBackend {
     /// A backend that plans against `budget` bytes.
     pub fn new(budget: u64) -> Self {
-        CpuBackend { budget }
+        CpuBackend {
+            budget,
+            recycler: Arc::default(),
+        }
     }
 }
 
@@ -66,6 +72,28 @@ pub struct CpuTargets {
     c32: OnceLock<Centred<f32>>,
     h64: OnceLock<Array2<f64>>,
     h32: OnceLock<Array2<f32>>,
+    /// Where the cross products go back when the chunk is done.
+    recycler: Arc<recycle::Recycler>,
+}
+
+impl Drop for CpuTargets {
+    fn drop(&mut self) {
+        if let Some(h) = self.h64.take() {
+            recycle_array(&self.recycler, h);
+        }
+        if let Some(h) = self.h32.take() {
+            recycle_array(&self.recycler, h);
+        }
+    }
+}
+
+/// Hands an owned array's buffer to `r` (only a whole, unsliced one).
+fn recycle_array<T: recycle::Recyclable>(r: &recycle::Recycler, a: Array2<T>) {
+    let len = a.len();
+    let (v, offset) = a.into_raw_vec_and_offset();
+    if offset == Some(0) && v.len() == len {
+        r.keep(v);
+    }
 }
 
 /// The Gram matrix on the CPU: of `Aᵀ` as uploaded, or centred (`XcᵀXc`, the bias terms
@@ -83,7 +111,7 @@ pub enum CpuGram {
 }
 
 /// Picks the per-precision members of the CPU's containers.
-trait Prec: Real {
+trait Prec: Real + recycle::Recyclable {
     fn targets(t: &CpuTargets) -> (&OnceLock<Centred<Self>>, &OnceLock<Array2<Self>>);
 }
 
@@ -106,7 +134,7 @@ fn centred_cross<'a, T: Prec>(
 ) -> (&'a Centred<T>, &'a Array2<T>) {
     let (c, h) = T::targets(y);
     let yc = c.get_or_init(|| Centred::of_rows(y.yt.as_ref()));
-    let h = h.get_or_init(|| centred::cross(yc, x));
+    let h = h.get_or_init(|| centred::cross(yc, x, &y.recycler));
     (yc, h)
 }
 
@@ -492,6 +520,7 @@ impl Backend for CpuBackend {
             c32: OnceLock::new(),
             h64: OnceLock::new(),
             h32: OnceLock::new(),
+            recycler: self.recycler.clone(),
         })
     }
 
@@ -533,16 +562,20 @@ impl Backend for CpuBackend {
         match &x.form {
             Form::C64(c) => {
                 let (yc, h) = centred_cross(c, y);
-                Ok(centred::abs_correlations(h, c, yc, x.rows))
+                Ok(centred::abs_correlations(h, c, yc, x.rows, &self.recycler))
             }
             Form::C32(c) => {
                 let (yc, h) = centred_cross(c, y);
-                Ok(centred::abs_correlations(h, c, yc, x.rows))
+                Ok(centred::abs_correlations(h, c, yc, x.rows, &self.recycler))
             }
             Form::Plain(_) => Err(crate::Error::InvalidInput(
                 "features uploaded without correlation statistics".into(),
             )),
         }
+    }
+
+    fn recycle(&self, a: Array2<f64>) {
+        recycle_array(&self.recycler, a);
     }
 
     fn solve_selected(

@@ -303,6 +303,29 @@ impl SelectedFit<'_> {
     }
 }
 
+/// Writes each unit's solved weights (`theta`, `k + 1` per unit, the bias last) into its column
+/// of `w` (`F × chunk`) at its selected rows (`sel`, `chunk × k`), units in parallel: every
+/// (row, unit) pair is written by one unit only, and the page faults of a fresh `W` (each unit
+/// touches pages all over it) are shared by the threads instead of stalling the chunk loop.
+fn scatter_weights(
+    mut w: ndarray::ArrayViewMut2<'_, f64>,
+    sel: ArrayView2<'_, u32>,
+    theta: &[f64],
+) {
+    use ndarray::parallel::prelude::*;
+    use rayon::slice::ParallelSlice;
+    let m = sel.ncols() + 1;
+    w.axis_iter_mut(Axis(1))
+        .into_par_iter()
+        .zip(sel.axis_iter(Axis(0)).into_par_iter())
+        .zip(theta.par_chunks(m))
+        .for_each(|((mut col, rows), th)| {
+            for (&j, &t) in rows.iter().zip(th) {
+                col[j as usize] = t;
+            }
+        });
+}
+
 /// The error of a unit whose selected system is not positive definite.
 fn singular_unit(unit: usize, m: usize, pivot: usize) -> Error {
     Error::Singular(format!(
@@ -356,7 +379,7 @@ impl Job for SelectedFit<'_> {
             if let Some(c) = corr_abs.as_mut() {
                 c.slice_mut(s![.., local.clone()]).assign(&corr.t());
             }
-            drop(corr);
+            be.recycle(corr);
             times[4] += t.elapsed();
             let t = Instant::now();
             let solved = be.solve_selected(&g, &x1, &yc, idx.view(), self.alpha)?;
@@ -368,13 +391,15 @@ impl Job for SelectedFit<'_> {
             {
                 return Err(singular_unit(range.start + i, m, p));
             }
+            if let Some(w) = w.as_mut() {
+                scatter_weights(
+                    w.slice_mut(s![.., local.clone()]),
+                    sel.view(),
+                    &solved.theta,
+                );
+            }
             for (i, u) in local.clone().enumerate() {
                 let th = &solved.theta[i * m..(i + 1) * m];
-                if let Some(w) = w.as_mut() {
-                    for (r, &j) in sel.row(i).iter().enumerate() {
-                        w[(j as usize, u)] = th[r];
-                    }
-                }
                 if let Some(v) = values.as_mut() {
                     v.row_mut(u).assign(&ndarray::ArrayView1::from(&th[..k]));
                 }

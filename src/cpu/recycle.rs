@@ -1,0 +1,119 @@
+//! The chunk loop's large host buffers, kept from one chunk for the next.
+//!
+//! Each chunk of the selection path allocates `YcᵀXc` and `|r|` (`q × F` each: 94 MB apiece at
+//! conv4's 784 units × 15000 features) and frees them at its end. Fresh pages are zeroed by the
+//! kernel on first touch, and on the virtual machines measured here memory the host has taken
+//! back costs ~1–2.5 s per GB to fault in: a conv4 fit spent ~1 s of CPU time re-faulting its
+//! chunk buffers. A [`Recycler`] belongs to one backend (one fit) and keeps a few such buffers
+//! between chunks; it never adds to the planned peak, because a request that no kept buffer fits
+//! exactly releases every kept buffer before it allocates.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Buffers smaller than this are not worth keeping (the allocator reuses them anyway).
+const MIN_BYTES: usize = 8 << 20;
+/// At most this many buffers of one element type are kept.
+const KEEP: usize = 4;
+
+/// A few large zero-able buffers handed back by one chunk for the next (see the module docs).
+#[derive(Default)]
+pub struct Recycler {
+    f64s: Mutex<Vec<Vec<f64>>>,
+    f32s: Mutex<Vec<Vec<f32>>>,
+}
+
+/// An element type a [`Recycler`] keeps buffers of.
+pub trait Recyclable: Copy + Default + Send + Sync {
+    /// The recycler's shelf of this type.
+    fn shelf(r: &Recycler) -> &Mutex<Vec<Vec<Self>>>;
+}
+
+impl Recyclable for f64 {
+    fn shelf(r: &Recycler) -> &Mutex<Vec<Vec<f64>>> {
+        &r.f64s
+    }
+}
+
+impl Recyclable for f32 {
+    fn shelf(r: &Recycler) -> &Mutex<Vec<Vec<f32>>> {
+        &r.f32s
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // a panic elsewhere cannot leave a Vec of buffers inconsistent
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl std::fmt::Debug for Recycler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Recycler({} bytes kept)", self.kept_bytes())
+    }
+}
+
+impl Recycler {
+    /// `len` zeros: a kept buffer of exactly that length, zeroed again in parallel, or else a
+    /// new one, after every kept buffer of the type has been released.
+    pub fn zeros<T: Recyclable>(&self, len: usize) -> Vec<T> {
+        if len * std::mem::size_of::<T>() >= MIN_BYTES {
+            let mut shelf = lock(T::shelf(self));
+            if let Some(i) = shelf.iter().position(|v| v.len() == len) {
+                let mut v = shelf.swap_remove(i);
+                drop(shelf);
+                use rayon::prelude::*;
+                v.par_chunks_mut(1 << 16).for_each(|c| c.fill(T::default()));
+                return v;
+            }
+            shelf.clear();
+        }
+        vec![T::default(); len]
+    }
+
+    /// Keeps `v` for a later [`Recycler::zeros`] of its length (small buffers, and any beyond
+    /// the first few, are dropped).
+    pub fn keep<T: Recyclable>(&self, v: Vec<T>) {
+        if v.len() * std::mem::size_of::<T>() >= MIN_BYTES {
+            let mut shelf = lock(T::shelf(self));
+            if shelf.len() < KEEP {
+                shelf.push(v);
+            }
+        }
+    }
+
+    /// Bytes kept now.
+    pub fn kept_bytes(&self) -> usize {
+        let b64: usize = lock(&self.f64s).iter().map(|v| v.len() * 8).sum();
+        let b32: usize = lock(&self.f32s).iter().map(|v| v.len() * 4).sum();
+        b64 + b32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_buffer_comes_back_zeroed_and_a_mismatch_releases_the_shelf() {
+        let r = Recycler::default();
+        let len = MIN_BYTES / 8;
+        let mut v = r.zeros::<f64>(len);
+        v.iter_mut().for_each(|x| *x = 7.0);
+        let ptr = v.as_ptr();
+        r.keep(v);
+        assert_eq!(r.kept_bytes(), MIN_BYTES);
+        let again = r.zeros::<f64>(len);
+        assert_eq!(again.as_ptr(), ptr, "the kept buffer is reused");
+        assert!(again.iter().all(|&x| x == 0.0));
+        assert_eq!(r.kept_bytes(), 0);
+        r.keep(again);
+        let other = r.zeros::<f64>(len + 1);
+        assert_eq!(other.len(), len + 1);
+        assert_eq!(
+            r.kept_bytes(),
+            0,
+            "a request no kept buffer fits releases them first"
+        );
+        r.keep(vec![1.0f32; 16]);
+        assert_eq!(r.kept_bytes(), 0, "small buffers are not kept");
+    }
+}
