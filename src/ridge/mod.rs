@@ -78,6 +78,23 @@ pub(crate) fn check_values_from(
     dtype: Dtype,
     col0: usize,
 ) -> Result<()> {
+    let ok = |v: f64| {
+        !(v.is_infinite()
+            || (!allow_nan && v.is_nan())
+            || (dtype == Dtype::F32 && v.is_finite() && (v as f32).is_infinite()))
+    };
+    // the common case, every value fine, checked by all threads; the first bad value's
+    // position (row-major order, as the message names it) is then found by the loop below
+    let all_ok = match a.as_slice_memory_order() {
+        Some(s) => {
+            use rayon::prelude::*;
+            s.par_chunks(1 << 16).all(|c| c.iter().all(|&v| ok(v)))
+        }
+        None => a.iter().all(|&v| ok(v)),
+    };
+    if all_ok {
+        return Ok(());
+    }
     for ((i, j), &v) in a.indexed_iter() {
         let j = j + col0;
         if v.is_infinite() || (!allow_nan && v.is_nan()) {
@@ -178,12 +195,19 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
     check_values(x, "X", false, dtype)?;
     let x: CowArray<f64, Ix2> = match dtype {
         Dtype::F64 => x.into(),
-        Dtype::F32 => x.mapv(|v| dtype.round(v)).into(),
+        Dtype::F32 => {
+            // rounded by all threads, which also share the fresh copy's page faults
+            let mut r = Array2::<f64>::zeros(x.raw_dim());
+            ndarray::Zip::from(&mut r)
+                .and(x)
+                .par_for_each(|r, &v| *r = dtype.round(v));
+            r.into()
+        }
     };
     let mut y2 = shape::flatten_units(y);
     check_values(y2.view(), "Y", params.select_sample.is_some(), dtype)?;
     if dtype == Dtype::F32 {
-        y2.mapv_inplace(|v| dtype.round(v));
+        y2.par_mapv_inplace(|v| dtype.round(v));
     }
     let mut warnings = Vec::new();
     if k > f {
