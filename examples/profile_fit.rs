@@ -26,7 +26,7 @@ fn main() -> neurofit::Result<()> {
     );
     let after = cpu_seconds();
     println!(
-        "fit CPU time: user {:.2} s, system {:.2} s (page faults)",
+        "fit CPU time: user {:.2} s, system {:.2} s (the kernel: mostly page faults here)",
         after.0 - before.0,
         after.1 - before.1
     );

@@ -72,9 +72,10 @@ fn f32_fit_is_within_1e_4_of_the_f64_fit() {
     }
 }
 
-/// Chunks large enough that the CPU keeps each chunk's cross products and |r| (≥ 8 MiB apiece)
-/// for the next one: equal chunks reuse them, a smaller last chunk releases them, and neither
-/// changes a bit of W, b or the selection against one chunk of every unit, in f64 and f32.
+/// Chunks large enough that the CPU keeps each chunk's cross products and |r| (≥ 1 MiB apiece)
+/// for the next one: the default chunks (157 units: 16 for progress, the last one smaller)
+/// reuse them and release them at the smaller last chunk, and neither changes a bit of W, b or
+/// the selection against chunks of 7 units, whose buffers are too small to keep; f64 and f32.
 fn recycled_chunk_buffers_change_nothing() {
     let (n, f, u) = (30, 1100, 2500);
     let sim = neurofit::simulate::simulate(n, f, u, 5);
@@ -90,9 +91,9 @@ fn recycled_chunk_buffers_change_nothing() {
             };
             fit(sim.x.view(), sim.y.view().into_dyn(), &q).unwrap()
         };
+        // 157 units × 1100 features × 8 bytes = 1.4 MB per buffer
         let whole = fit_with(0);
-        // 1000 + 1000 + 500 units: q × F × 8 bytes = 8.8 MB per buffer
-        let chunked = fit_with(1000);
+        let chunked = fit_with(7);
         assert_eq!(whole.selected, chunked.selected, "{dtype:?}: selection");
         assert_eq!(whole.model.w, chunked.model.w, "{dtype:?}: W");
         assert_eq!(whole.model.b, chunked.model.b, "{dtype:?}: b");
@@ -241,6 +242,21 @@ fn non_finite_inputs_are_errors(dev: Device) {
         fit(x.view(), y.view().into_dyn(), &p(2, &dev)),
         Err(Error::NonFinite(_))
     ));
+    // several bad values: the message names the first in row-major order, whatever X's layout
+    // (the parallel scan only decides whether to look)
+    x[(1, 4)] = f64::INFINITY;
+    x[(3, 0)] = f64::NAN;
+    let fortran = {
+        let mut t = Array2::<f64>::zeros(ndarray::ShapeBuilder::f(x.raw_dim()));
+        t.assign(&x);
+        t
+    };
+    for xs in [x.view(), fortran.view()] {
+        match fit(xs, y.view().into_dyn(), &p(2, &dev)) {
+            Err(Error::NonFinite(m)) => assert!(m.contains("inf at [1, 4]"), "{m}"),
+            other => panic!("expected NonFinite, got {other:?}"),
+        }
+    }
     let (x, mut y) = data(20, 5, 2);
     y[(0, 0)] = f64::INFINITY;
     assert!(matches!(

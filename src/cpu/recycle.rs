@@ -1,7 +1,8 @@
 //! The chunk loop's large host buffers, kept from one chunk for the next.
 //!
-//! Each chunk of the selection path allocates `YcᵀXc` and `|r|` (`q × F` each: 94 MB apiece at
-//! conv4's 784 units × 15000 features) and frees them at its end. Fresh pages are zeroed by the
+//! Each chunk of the selection path allocates `YcᵀXc` and `|r|` (`q × F` each: 29 MB apiece at
+//! conv4's 245-unit chunks of 15000 features, 7.7 MB at fc8's 64; the progress rule cuts a fit
+//! into at least 16 chunks) and frees them at its end. Fresh pages are zeroed by the
 //! kernel on first touch, and on the virtual machines measured here memory the host has taken
 //! back costs ~1–2.5 s per GB to fault in: a conv4 fit spent ~1 s of CPU time re-faulting its
 //! chunk buffers. A [`Recycler`] belongs to one backend (one fit) and keeps a few such buffers
@@ -11,7 +12,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 /// Buffers smaller than this are not worth keeping (the allocator reuses them anyway).
-const MIN_BYTES: usize = 8 << 20;
+const MIN_BYTES: usize = 1 << 20;
 /// At most this many buffers of one element type are kept.
 const KEEP: usize = 4;
 

@@ -78,43 +78,39 @@ pub(crate) fn check_values_from(
     dtype: Dtype,
     col0: usize,
 ) -> Result<()> {
-    let ok = |v: f64| {
-        !(v.is_infinite()
-            || (!allow_nan && v.is_nan())
-            || (dtype == Dtype::F32 && v.is_finite() && (v as f32).is_infinite()))
-    };
-    // the common case, every value fine, checked by all threads; the first bad value's
-    // position (row-major order, as the message names it) is then found by the loop below
-    let all_ok = match a.as_slice_memory_order() {
+    let non_finite = |v: f64| v.is_infinite() || (!allow_nan && v.is_nan());
+    let overflows = |v: f64| dtype == Dtype::F32 && v.is_finite() && (v as f32).is_infinite();
+    let bad = |v: f64| non_finite(v) || overflows(v);
+    // the common case, every value fine, checked by all threads; only then is the first bad
+    // value's position looked for, in row-major order as the message names it
+    let any_bad = match a.as_slice_memory_order() {
         Some(s) => {
             use rayon::prelude::*;
-            s.par_chunks(1 << 16).all(|c| c.iter().all(|&v| ok(v)))
+            s.par_chunks(1 << 16).any(|c| c.iter().any(|&v| bad(v)))
         }
-        None => a.iter().all(|&v| ok(v)),
+        None => a.iter().any(|&v| bad(v)),
     };
-    if all_ok {
+    if !any_bad {
         return Ok(());
     }
-    for ((i, j), &v) in a.indexed_iter() {
-        let j = j + col0;
-        if v.is_infinite() || (!allow_nan && v.is_nan()) {
-            return Err(Error::NonFinite(format!(
-                "{what} has {v} at [{i}, {j}]; {}",
-                if allow_nan {
-                    "Inf is never allowed"
-                } else {
-                    "NaN/Inf are allowed only in Y with select_sample=remove_nan"
-                }
-            )));
-        }
-        if dtype == Dtype::F32 && v.is_finite() && (v as f32).is_infinite() {
-            return Err(Error::NonFinite(format!(
-                "{what} has {v:e} at [{i}, {j}], which overflows float32 (largest {:e}); use dtype f64 or rescale",
-                f32::MAX
-            )));
-        }
+    let Some(((i, j), &v)) = a.indexed_iter().find(|(_, &v)| bad(v)) else {
+        return Ok(());
+    };
+    let j = j + col0;
+    if non_finite(v) {
+        return Err(Error::NonFinite(format!(
+            "{what} has {v} at [{i}, {j}]; {}",
+            if allow_nan {
+                "Inf is never allowed"
+            } else {
+                "NaN/Inf are allowed only in Y with select_sample=remove_nan"
+            }
+        )));
     }
-    Ok(())
+    Err(Error::NonFinite(format!(
+        "{what} has {v:e} at [{i}, {j}], which overflows float32 (largest {:e}); use dtype f64 or rescale",
+        f32::MAX
+    )))
 }
 
 /// Runs a fit job on the requested device (falling back to the CPU under `auto`), recording a
