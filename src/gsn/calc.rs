@@ -1,7 +1,7 @@
 //! The stand-alone `calc_shrunken_covariance` (spec §14).
 
 use super::rng::{held_out_count, randperm};
-use super::shrink::{select_level, shrink, Scorer};
+use super::shrink::{select_level, shrink, Rows, Scorer};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::linalg;
@@ -23,12 +23,16 @@ pub struct ShrunkCov {
 }
 
 fn cov_rows(x: ArrayView2<f64>) -> (Array2<f64>, Array1<f64>) {
+    let (cov, mu, _) = cov_centred(x);
+    (cov, mu)
+}
+
+/// The covariance (divisor rows − 1), the mean and the centred rows.
+fn cov_centred(x: ArrayView2<f64>) -> (Array2<f64>, Array1<f64>, Array2<f64>) {
     let mu = x.mean_axis(Axis(0)).expect("rows");
     let c = &x - &mu.view().insert_axis(Axis(0));
-    (
-        linalg::at_b(c.view(), c.view()) / (x.nrows() as f64 - 1.0),
-        mu,
-    )
+    let cov = linalg::at_b(c.view(), c.view()) / (x.nrows() as f64 - 1.0);
+    (cov, mu, c)
 }
 
 /// 2-D input (observations × variables) or 3-D (observations × variables × cases, NaN rows
@@ -62,9 +66,20 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
             let p = randperm(nobs);
             let v = held_out_count(nobs, leaveout);
             let train = x.select(Axis(0), &p[v..]);
-            let (ct, mu) = cov_rows(train.view());
+            let (ct, mu, centred) = cov_centred(train.view());
             let pts = &x.select(Axis(0), &p[..v]) - &mu.view().insert_axis(Axis(0));
-            let (k, nll) = select_level(ops, ct.view(), pts.view(), levels, &mut warnings)?;
+            let rows = Rows {
+                rows: centred.view(),
+                scale: 1.0 / (centred.nrows() as f64 - 1.0),
+            };
+            let (k, nll) = select_level(
+                ops,
+                ct.view(),
+                Some(rows),
+                pts.view(),
+                levels,
+                &mut warnings,
+            )?;
             let (mn, c) = if wantfull {
                 let (cf, mf) = cov_rows(x);
                 (mf, shrink(cf.view(), levels[k]))
@@ -140,7 +155,26 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
             } else {
                 ndarray::concatenate(Axis(0), &views).expect("same width")
             };
-            let (k, nll) = select_level(ops, ct.view(), pts.view(), levels, &mut warnings)?;
+            // the training cases' residuals scaled by 1/sqrt(rows − 1): ct = rowsᵀ rows / count
+            let scaled: Vec<Array2<f64>> = p[v..]
+                .iter()
+                .filter_map(|&ci| resid[ci].as_ref())
+                .map(|r| r / (r.nrows() as f64 - 1.0).sqrt())
+                .collect();
+            let views: Vec<_> = scaled.iter().map(|a| a.view()).collect();
+            let stacked = ndarray::concatenate(Axis(0), &views).expect("same width");
+            let rows = Rows {
+                rows: stacked.view(),
+                scale: 1.0 / scaled.len() as f64,
+            };
+            let (k, nll) = select_level(
+                ops,
+                ct.view(),
+                Some(rows),
+                pts.view(),
+                levels,
+                &mut warnings,
+            )?;
             let base = if wantfull {
                 let all: Vec<usize> = (0..ncase).collect();
                 pooled(&all).expect("training cases exist")

@@ -4,7 +4,7 @@
 
 use super::psd::{self, NoiseScale};
 use super::rng::{randperm, split};
-use super::shrink::{select_level, shrink, Scorer};
+use super::shrink::{select_level, shrink, Rows, Scorer};
 use super::{GsnOptions, GsnResult, ReturnItem, Uneven};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -47,8 +47,27 @@ fn cond_noise(data: ArrayView3<f64>, c: usize, trials: &[usize]) -> CondNoise {
     }
 }
 
-/// Mean over the conditions `conds` (each with ≥ 2 trials) of their within-condition covariance.
-fn pooled_cov(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<Array2<f64>> {
+/// A covariance formed as `rowsᵀ rows / divisor`, with its rows kept for the level scorer.
+struct Gram {
+    rows: Array2<f64>,
+    divisor: f64,
+}
+
+impl Gram {
+    fn cov(&self) -> Array2<f64> {
+        gram(&self.rows) / self.divisor
+    }
+    fn rows(&self) -> Option<Rows<'_>> {
+        Some(Rows {
+            rows: self.rows.view(),
+            scale: 1.0 / self.divisor,
+        })
+    }
+}
+
+/// Mean over the conditions `conds` (each with ≥ 2 trials) of their within-condition
+/// covariance, as scaled residual rows.
+fn pooled(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<Gram> {
     let mut rows = Vec::new();
     let mut count = 0usize;
     for &c in conds {
@@ -61,16 +80,70 @@ fn pooled_cov(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<
     if count == 0 {
         return None;
     }
-    Some(gram(&stack(rows, n)) / count as f64)
+    Some(Gram {
+        rows: stack(rows, n),
+        divisor: count as f64,
+    })
+}
+
+fn pooled_cov(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<Array2<f64>> {
+    pooled(noise, conds, n).map(|g| g.cov())
 }
 
 /// Covariance (divisor m − 1) of the rows `means[conds]` about their mean, and that mean.
-fn cov_of_means(means: &Array2<f64>, conds: &[usize]) -> (Array2<f64>, Array1<f64>) {
+fn means_gram(means: &Array2<f64>, conds: &[usize]) -> (Gram, Array1<f64>) {
     let n = means.ncols();
     let sel = means.select(Axis(0), conds);
     let mu = sel.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(n));
     let centred = &sel - &mu.view().insert_axis(Axis(0));
-    (gram(&centred) / (conds.len() as f64 - 1.0), mu)
+    let g = Gram {
+        rows: centred,
+        divisor: conds.len() as f64 - 1.0,
+    };
+    (g, mu)
+}
+
+fn cov_of_means(means: &Array2<f64>, conds: &[usize]) -> (Array2<f64>, Array1<f64>) {
+    let (g, mu) = means_gram(means, conds);
+    (g.cov(), mu)
+}
+
+/// Runs `a` and `b`: side by side on two rayon threads, each with faer on its own thread
+/// ([`linalg::sequential`]), or one after the other.
+fn both<A: Send, B: Send>(
+    side_by_side: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if side_by_side {
+        rayon::join(|| linalg::sequential(a), || linalg::sequential(b))
+    } else {
+        (a(), b())
+    }
+}
+
+/// Each condition's mean over `n_min` of its valid trials (the smallest count; conditions with
+/// more take the first `n_min` of a deterministic permutation), conditions × units.
+fn trial_means(data: ArrayView3<f64>, valid: &[Vec<usize>], cnt: &[usize]) -> Array2<f64> {
+    let (n, c, _) = data.dim();
+    let n_min = *cnt.iter().min().expect("c ≥ 2");
+    let mut means = Array2::<f64>::zeros((c, n));
+    for ci in 0..c {
+        let chosen: Vec<usize> = if cnt[ci] == n_min {
+            valid[ci].clone()
+        } else {
+            randperm(cnt[ci])[..n_min]
+                .iter()
+                .map(|&q| valid[ci][q])
+                .collect()
+        };
+        let mut m = Array1::<f64>::zeros(n);
+        for &ti in &chosen {
+            m += &trial(data, ci, ti);
+        }
+        means.row_mut(ci).assign(&(m / n_min as f64));
+    }
+    means
 }
 
 /// The trials of each condition in which no unit is NaN (ascending).
@@ -234,7 +307,7 @@ fn pooled_path<B: Backend>(
     let cnt: Vec<usize> = valid.iter().map(|v| v.len()).collect();
     let noise = noise_parts(data, &valid);
     let (held, train) = split(c);
-    let a_n = pooled_cov(&noise, &train, n).ok_or_else(|| {
+    let g_n = pooled(&noise, &train, n).ok_or_else(|| {
         Error::InsufficientData(
             "no condition with at least two valid observations in the training split".into(),
         )
@@ -251,32 +324,55 @@ fn pooled_path<B: Backend>(
         ));
     }
     let pts_n = stack(pts, n);
-    let (kn, nll_n) = select_level(ops, a_n.view(), pts_n.view(), levels, warnings)?;
     let all: Vec<usize> = (0..c).collect();
-    let full_n = pooled_cov(&noise, &all, n).expect("the training split has one");
-    let cn = shrink(full_n.view(), levels[kn]);
-    // data covariance from the trial means of n_min trials per condition
-    let n_min = *cnt.iter().min().expect("c ≥ 2");
-    let mut means = Array2::<f64>::zeros((c, n));
-    for ci in 0..c {
-        let chosen: Vec<usize> = if cnt[ci] == n_min {
-            valid[ci].clone()
-        } else {
-            randperm(cnt[ci])[..n_min]
-                .iter()
-                .map(|&q| valid[ci][q])
-                .collect()
-        };
-        let mut m = Array1::<f64>::zeros(n);
-        for &ti in &chosen {
-            m += &trial(data, ci, ti);
-        }
-        means.row_mut(ci).assign(&(m / n_min as f64));
-    }
-    let (a_d, mu_r) = cov_of_means(&means, &train);
+    let means = trial_means(data, &valid, &cnt);
+    let (g_d, mu_r) = means_gram(&means, &train);
     let pts_d = &means.select(Axis(0), &held) - &mu_r.view().insert_axis(Axis(0));
-    let (kd, nll_d) = select_level(ops, a_d.view(), pts_d.view(), levels, warnings)?;
-    let (full_d, mu) = cov_of_means(&means, &all);
+    // the two level selections and the two full covariances are independent
+    let side_by_side = ops.backend.shares_host_memory();
+    let (mut warn_n, mut warn_d) = (Vec::new(), Vec::new());
+    let ((sel_n, full_n), (sel_d, (full_d, mu))) = both(
+        side_by_side,
+        || {
+            both(
+                side_by_side,
+                || {
+                    let a_n = g_n.cov();
+                    select_level(
+                        ops,
+                        a_n.view(),
+                        g_n.rows(),
+                        pts_n.view(),
+                        levels,
+                        &mut warn_n,
+                    )
+                },
+                || pooled_cov(&noise, &all, n).expect("the training split has one"),
+            )
+        },
+        || {
+            both(
+                side_by_side,
+                || {
+                    let a_d = g_d.cov();
+                    select_level(
+                        ops,
+                        a_d.view(),
+                        g_d.rows(),
+                        pts_d.view(),
+                        levels,
+                        &mut warn_d,
+                    )
+                },
+                || cov_of_means(&means, &all),
+            )
+        },
+    );
+    warnings.append(&mut warn_n);
+    let (kn, nll_n) = sel_n?;
+    warnings.append(&mut warn_d);
+    let (kd, nll_d) = sel_d?;
+    let cn = shrink(full_n.view(), levels[kn]);
     let cd = shrink(full_d.view(), levels[kd]);
     let mut k = cnt.iter().filter(|&&v| v > 1).sum::<usize>() as f64 / c as f64;
     if k < 1.0 {
@@ -294,7 +390,7 @@ fn pooled_path<B: Backend>(
         nll_n,
         nll_d,
         noise: NoiseModel::Trials {
-            n: n_min as f64,
+            n: *cnt.iter().min().expect("c ≥ 2") as f64,
             difference: cnt.iter().sum::<usize>() as f64 / c as f64,
         },
         k,
@@ -390,10 +486,12 @@ fn missing_path<B: Backend>(
                 pts.extend(cnz.residuals.iter().cloned());
             }
         }
-        match pooled_cov(&noise, &train, n) {
-            Some(a_n) if !pts.is_empty() => {
+        match pooled(&noise, &train, n) {
+            Some(g_n) if !pts.is_empty() => {
+                let a_n = g_n.cov();
+                let pts = stack(pts, n);
                 let (k, curve) =
-                    select_level(ops, a_n.view(), stack(pts, n).view(), levels, warnings)?;
+                    select_level(ops, a_n.view(), g_n.rows(), pts.view(), levels, warnings)?;
                 level_n = levels[k];
                 nll_n = curve;
             }
@@ -423,10 +521,18 @@ fn missing_path<B: Backend>(
     } else {
         let means = cm.t().select(Axis(0), &defined);
         let (held, train) = split(defined.len());
-        let (a_d, mu_r) = cov_of_means(&means, &train);
+        let (g_d, mu_r) = means_gram(&means, &train);
+        let a_d = g_d.cov();
         let pts_d = &means.select(Axis(0), &held) - &mu_r.view().insert_axis(Axis(0));
         let mut scratch = Vec::new();
-        let (k, curve) = select_level(ops, a_d.view(), pts_d.view(), levels, &mut scratch)?;
+        let (k, curve) = select_level(
+            ops,
+            a_d.view(),
+            g_d.rows(),
+            pts_d.view(),
+            levels,
+            &mut scratch,
+        )?;
         level_d = if curve.iter().all(|v| v.is_nan()) {
             1.0
         } else {

@@ -369,7 +369,7 @@ impl Job for NllJob<'_> {
             backend: be,
             dtype: Dtype::F64,
         };
-        shrink::score(&scorer, self.cov, self.pts, self.levels)
+        shrink::score(&scorer, self.cov, None, self.pts, self.levels)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::linalg;
-use faer::{Mat, Side};
+use faer::Mat;
 use ndarray::{Array1, Array2, ArrayView2};
 
 fn to_faer(a: ArrayView2<f64>) -> Mat<f64> {
@@ -17,7 +17,7 @@ pub fn is_pd(a: ArrayView2<f64>) -> bool {
     let mut mem = linalg::cholesky_scratch(n);
     linalg::cholesky_raw(
         m.as_mut(),
-        linalg::par(),
+        linalg::par_for_order(n),
         faer::dyn_stack::MemStack::new(&mut mem),
     )
     .is_ok()
@@ -30,29 +30,30 @@ fn sym(a: ArrayView2<f64>) -> Array2<f64> {
 /// Symmetric eigendecomposition, eigenvalues ascending.
 pub fn eigh(a: ArrayView2<f64>) -> Result<(Array1<f64>, Array2<f64>)> {
     let m = to_faer(a);
-    let e = m
-        .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::Singular(format!("eigendecomposition failed: {e:?}")))?;
+    let (s, u) = linalg::eigh(m.as_ref())
+        .ok_or_else(|| Error::Singular("eigendecomposition did not converge".into()))?;
     let n = a.nrows();
-    let s = e.S();
-    let u = e.U();
-    let vals = Array1::from_shape_fn(n, |i| s[i]);
+    let vals = Array1::from(s);
     let vecs = Array2::from_shape_fn((n, n), |(i, j)| u[(i, j)]);
     Ok((vals, vecs))
 }
 
 /// `P(M)`: symmetrise; if not PD, clamp negative eigenvalues to 0, rebuild and symmetrise; if
-/// that is still not PD, add `1e-10·I`.
+/// that is still not PD, add `1e-10·I`. The rebuild `V·diag(max(d, 0))·Vᵀ` sums over the
+/// eigenvectors whose eigenvalue is positive only (the others add exact zeros).
 pub fn nearest_psd(m: ArrayView2<f64>) -> Result<Array2<f64>> {
     let s = sym(m);
     if is_pd(s.view()) {
         return Ok(s);
     }
-    let (d, v) = eigh(s.view())?;
-    let d = d.mapv(|x| x.max(0.0));
-    let vd = &v * &d.view().insert_axis(ndarray::Axis(0));
-    let rebuilt = linalg::a_b(vd.view(), v.t());
-    let mut out = sym(rebuilt.view());
+    let (d, v) = linalg::eigh(to_faer(s.view()).as_ref())
+        .ok_or_else(|| Error::Singular("eigendecomposition did not converge".into()))?;
+    let n = d.len();
+    let pos: Vec<usize> = (0..n).filter(|&i| d[i] > 0.0).collect();
+    let vp = linalg::mat_from_fn(n, pos.len(), |i, j| v[(i, pos[j])]);
+    let vd = linalg::mat_from_fn(n, pos.len(), |i, j| vp[(i, j)] * d[pos[j]]);
+    let rebuilt = linalg::mul(vd.as_ref(), vp.transpose());
+    let mut out = Array2::from_shape_fn((n, n), |(i, j)| (rebuilt[(i, j)] + rebuilt[(j, i)]) * 0.5);
     if !is_pd(out.view()) {
         for i in 0..out.nrows() {
             out[(i, i)] += 1e-10;

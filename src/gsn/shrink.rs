@@ -1,5 +1,6 @@
 //! Shrinkage levels, the shrink operator and the held-out Gaussian NLL level choice (spec §5).
 
+pub use super::eig_scorer::Rows;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::Dtype;
@@ -66,12 +67,14 @@ pub fn choose(nll: &[f64]) -> Option<usize> {
 pub const EIG_MIN_LEVELS: usize = 16;
 
 /// The NLL curve: on the CPU with at least [`EIG_MIN_LEVELS`] levels from one
-/// eigendecomposition ([`super::eig_scorer`]) with the Cholesky scorer as the arbiter of levels
+/// eigendecomposition ([`super::eig_scorer`]; of the `r × r` problem when `rows`, with
+/// `train = scale · rowsᵀ rows`, has few rows) with the Cholesky scorer as the arbiter of levels
 /// near the positive-definite boundary and of near-ties at the minimum; otherwise (GPUs, few
 /// levels, a zero variance, over the budget) the Cholesky scorer for every level.
 pub fn score<B: Backend>(
     scorer: &Scorer<'_, B>,
     train: ArrayView2<f64>,
+    rows: Option<Rows>,
     pts: ArrayView2<f64>,
     levels: &[f64],
 ) -> Result<Vec<f64>> {
@@ -81,7 +84,7 @@ pub fn score<B: Backend>(
         && levels.len() >= EIG_MIN_LEVELS
         && eig_bytes <= scorer.backend.limits().budget;
     let curve = if eig {
-        super::eig_scorer::eig_nll(train, pts, levels)?
+        super::eig_scorer::eig_nll(train, rows, pts, levels)?
     } else {
         None
     };
@@ -107,11 +110,12 @@ pub fn score<B: Backend>(
     Ok(nll)
 }
 
-/// Scores the levels and picks one. Returns (index, nll curve); all-NaN curves give index 0 and
-/// the warning "All covariance matrices were singular." pushed onto `warnings`.
+/// Scores the levels ([`score`]) and picks one. Returns (index, nll curve); all-NaN curves give
+/// index 0 and the warning "All covariance matrices were singular." pushed onto `warnings`.
 pub fn select_level<B: Backend>(
     scorer: &Scorer<'_, B>,
     train: ArrayView2<f64>,
+    rows: Option<Rows>,
     pts: ArrayView2<f64>,
     levels: &[f64],
     warnings: &mut Vec<String>,
@@ -121,7 +125,7 @@ pub fn select_level<B: Backend>(
             "the covariance overflows the float64 range (the data are too large in magnitude); rescale the data (ncsnr is scale-free)".into(),
         ));
     }
-    let nll = score(scorer, train, pts, levels)?;
+    let nll = score(scorer, train, rows, pts, levels)?;
     let k = match choose(&nll) {
         Some(k) => k,
         None => {
