@@ -47,9 +47,11 @@ fn cond_noise(data: ArrayView3<f64>, c: usize, trials: &[usize]) -> CondNoise {
     }
 }
 
-/// A covariance formed as `rowsᵀ rows / divisor`, with its rows kept for the level scorer.
+/// A covariance formed as `rowsᵀ rows / divisor`, with rows for the level scorer: its own, or
+/// fewer rows with the same Gram matrix (`contrasts`).
 struct Gram {
     rows: Array2<f64>,
+    contrasts: Option<Array2<f64>>,
     divisor: f64,
 }
 
@@ -59,21 +61,40 @@ impl Gram {
     }
     fn rows(&self) -> Option<Rows<'_>> {
         Some(Rows {
-            rows: self.rows.view(),
+            rows: self.contrasts.as_ref().unwrap_or(&self.rows).view(),
             scale: 1.0 / self.divisor,
         })
     }
 }
 
+/// `T − 1` rows with the Gram matrix of `T` residuals about their mean (Helmert contrasts:
+/// `h_j = (r_1 + … + r_j − j·r_{j+1}) / √(j(j+1))`), each times `s`: a condition's `T` residual
+/// rows span `T − 1` dimensions only.
+fn helmert(residuals: &[Array1<f64>], s: f64) -> Vec<Array1<f64>> {
+    let mut sum = Array1::<f64>::zeros(residuals[0].len());
+    let mut out = Vec::with_capacity(residuals.len() - 1);
+    for j in 1..residuals.len() {
+        sum += &residuals[j - 1];
+        let jf = j as f64;
+        let h = (&sum - &(&residuals[j] * jf)) * (s / (jf * (jf + 1.0)).sqrt());
+        out.push(h);
+    }
+    out
+}
+
 /// Mean over the conditions `conds` (each with ≥ 2 trials) of their within-condition
-/// covariance, as scaled residual rows.
-fn pooled(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<Gram> {
+/// covariance, as scaled residual rows; with `contrasts`, also as Helmert rows ([`helmert`]).
+fn pooled(noise: &[Option<CondNoise>], conds: &[usize], n: usize, contrasts: bool) -> Option<Gram> {
     let mut rows = Vec::new();
+    let mut fewer = Vec::new();
     let mut count = 0usize;
     for &c in conds {
         if let Some(cn) = &noise[c] {
             let s = 1.0 / ((cn.residuals.len() - 1) as f64).sqrt();
             rows.extend(cn.residuals.iter().map(|r| r * s));
+            if contrasts {
+                fewer.extend(helmert(&cn.residuals, s));
+            }
             count += 1;
         }
     }
@@ -82,12 +103,13 @@ fn pooled(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<Gram
     }
     Some(Gram {
         rows: stack(rows, n),
+        contrasts: contrasts.then(|| stack(fewer, n)),
         divisor: count as f64,
     })
 }
 
 fn pooled_cov(noise: &[Option<CondNoise>], conds: &[usize], n: usize) -> Option<Array2<f64>> {
-    pooled(noise, conds, n).map(|g| g.cov())
+    pooled(noise, conds, n, false).map(|g| g.cov())
 }
 
 /// Covariance (divisor m − 1) of the rows `means[conds]` about their mean, and that mean.
@@ -98,6 +120,7 @@ fn means_gram(means: &Array2<f64>, conds: &[usize]) -> (Gram, Array1<f64>) {
     let centred = &sel - &mu.view().insert_axis(Axis(0));
     let g = Gram {
         rows: centred,
+        contrasts: None,
         divisor: conds.len() as f64 - 1.0,
     };
     (g, mu)
@@ -307,7 +330,7 @@ fn pooled_path<B: Backend>(
     let cnt: Vec<usize> = valid.iter().map(|v| v.len()).collect();
     let noise = noise_parts(data, &valid);
     let (held, train) = split(c);
-    let g_n = pooled(&noise, &train, n).ok_or_else(|| {
+    let g_n = pooled(&noise, &train, n, true).ok_or_else(|| {
         Error::InsufficientData(
             "no condition with at least two valid observations in the training split".into(),
         )
@@ -486,7 +509,7 @@ fn missing_path<B: Backend>(
                 pts.extend(cnz.residuals.iter().cloned());
             }
         }
-        match pooled(&noise, &train, n) {
+        match pooled(&noise, &train, n, true) {
             Some(g_n) if !pts.is_empty() => {
                 let a_n = g_n.cov();
                 let pts = stack(pts, n);
@@ -562,4 +585,54 @@ fn missing_path<B: Backend>(
         noise: NoiseModel::Alpha(alpha),
         k,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulate::Rng;
+
+    #[test]
+    fn helmert_rows_have_the_residual_rows_gram_and_score_alike() {
+        let (n, c, t) = (40, 10, 4);
+        let mut r = Rng::new(11);
+        let mut data = ndarray::Array3::from_shape_fn((n, c, t), |_| r.normal());
+        // uneven: conditions with 2, 3 and 4 valid trials
+        for ci in 0..c {
+            for ti in (2 + ci % 3)..t {
+                for i in 0..n {
+                    data[(i, ci, ti)] = f64::NAN;
+                }
+            }
+        }
+        let valid = complete_trials(data.view());
+        let noise = noise_parts(data.view(), &valid);
+        let conds: Vec<usize> = (0..8).collect();
+        let g = pooled(&noise, &conds, n, true).unwrap();
+        let h = g.contrasts.as_ref().unwrap();
+        let expect_rows: usize = conds.iter().map(|&ci| valid[ci].len() - 1).sum();
+        assert_eq!(h.nrows(), expect_rows);
+        assert!(h.nrows() < g.rows.nrows());
+        let cov = g.cov();
+        let from_h = gram(h) / g.divisor;
+        let scale = cov.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let diff = (&cov - &from_h).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(diff <= 1e-13 * scale, "{diff} vs {scale}");
+        // the scorer's curve from the contrasts (a route of r = 18 rows < 0.75·N) and in full
+        let pts = ndarray::Array2::from_shape_fn((9, n), |_| r.normal());
+        let levels = super::super::shrink::default_levels();
+        let a = super::super::eig_scorer::eig_nll(cov.view(), g.rows(), pts.view(), &levels)
+            .unwrap()
+            .unwrap();
+        let b = super::super::eig_scorer::eig_nll(cov.view(), None, pts.view(), &levels)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.undecided, b.undecided);
+        for (k, (x, y)) in a.nll.iter().zip(&b.nll).enumerate() {
+            assert_eq!(x.is_nan(), y.is_nan(), "level {k}");
+            if !y.is_nan() {
+                assert!((x - y).abs() <= 1e-10 * y.abs(), "level {k}: {x} vs {y}");
+            }
+        }
+    }
 }
