@@ -356,7 +356,9 @@ impl Job for SelectedFit<'_> {
         let t = Instant::now();
         let g = be.gram(&x1)?;
         times[1] += t.elapsed();
-        let mut w = self.dense_w.then(|| Array2::<f64>::zeros((f, units)));
+        let mut w = self
+            .dense_w
+            .then(|| crate::linalg::zeros_populated(f, units));
         let mut values = self.keep_values.then(|| Array2::<f64>::zeros((units, k)));
         let mut corr_abs = self.keep_corr.then(|| Array2::<f64>::zeros((f, units)));
         let mut b = Array1::<f64>::zeros(units);
