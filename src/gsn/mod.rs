@@ -376,7 +376,7 @@ impl Job for NllJob<'_> {
 /// The held-out Gaussian NLL of every shrinkage level (spec §5): `cov` is the `N × N` training
 /// covariance, `pts` the `M × N` held-out points (already centred), one value per level; NaN
 /// where the shrunk covariance is not positive definite. Runs on `device` (f64), scored as the
-/// pipeline scores ([`shrink::score`]: one eigendecomposition on the CPU, Cholesky per level on
+/// pipeline scores ([`shrink::score`]: one tridiagonalisation on the CPU, Cholesky per level on
 /// a GPU).
 pub fn shrinkage_nll(
     cov: ArrayView2<f64>,

@@ -62,12 +62,14 @@ pub fn choose(nll: &[f64]) -> Option<usize> {
     best
 }
 
-/// Fewest levels for which one eigendecomposition beats a Cholesky factorisation per level
-/// (eigh costs ~9N³ flops and runs slower than Cholesky; a level's Cholesky N³/3 + N²M).
+/// Fewest levels for which the one-decomposition scorer is used instead of a Cholesky
+/// factorisation per level (a level's Cholesky costs N³/3 + N²M flops; the scorer's
+/// tridiagonalisation 4N³/3, half of them in matrix–vector products, plus N·M per level). Set
+/// when the scorer computed a full eigendecomposition (~9N³) and kept since.
 pub const EIG_MIN_LEVELS: usize = 16;
 
 /// The NLL curve: on the CPU with at least [`EIG_MIN_LEVELS`] levels from one
-/// eigendecomposition ([`super::eig_scorer`]; of the `r × r` problem when `rows`, with
+/// tridiagonalisation ([`super::eig_scorer`]; of the `r × r` problem when `rows`, with
 /// `train = scale · rowsᵀ rows`, has few rows) with the Cholesky scorer as the arbiter of levels
 /// near the positive-definite boundary and of near-ties at the minimum; otherwise (GPUs, few
 /// levels, a zero variance, over the budget) the Cholesky scorer for every level.
