@@ -295,9 +295,10 @@ impl Real for f32 {
 }
 
 /// A symmetric matrix of which only the lower triangle is stored and meaningful, column-major
-/// with SIMD-aligned columns. Built in a `vec![0.0; …]` buffer: the allocator hands out zeroed
-/// pages lazily, where `Mat::zeros` spent 1–3 s writing zeros into a 1.8 GB Gram matrix
-/// (measured, F = 15000) before the product even started.
+/// with SIMD-aligned columns. Built in a `vec![0.0; …]` buffer, whose zeroed pages the kernel
+/// then faults in on every thread ([`populate_small_pages`]), where `Mat::zeros` spent 1–3 s
+/// writing zeros into a 1.8 GB Gram matrix (measured, F = 15000) before the product even
+/// started.
 ///
 /// Two layouts: **square** (`dim × dim`, what faer's factorisations take, [`Gram::zeros`]) and
 /// **packed** ([`Gram::packed_zeros`]): panels of [`GRAM_TILE`] columns, each stored from its
