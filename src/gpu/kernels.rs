@@ -350,7 +350,7 @@ impl GpuContext {
         )
     }
 
-    /// Gathers the systems of `s.units` units from one row block of G (see [`GatherFrom`]).
+    /// Gathers the systems of `s.units` units from one row block of G (see `GatherFrom`).
     pub fn gather(
         &self,
         enc: &mut wgpu::CommandEncoder,

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::linalg;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, Axis, Ix2, Ix3};
 
-/// Output of [`calc_shrunken_covariance`].
+/// Output of [`super::calc_shrunken_covariance`].
 #[derive(Debug, Clone)]
 pub struct ShrunkCov {
     /// Mean (`1 × variables`; zeros for 3-D input).

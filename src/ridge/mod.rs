@@ -1,8 +1,8 @@
 //! FastL2LiR: ridge regression where every output unit keeps its top-k input features by |r|
 //! (spec: `fastl2lir-spec.md`). [`fit`] validates, plans memory, resolves the device and runs the
-//! chosen path. The paths are written once here, generic over [`Backend`]: the selection path
-//! ([`paths::SelectedFit`]), the dense path ([`paths::DenseFit`]) and prediction; the per-unit
-//! path ([`per_unit`]) runs on the CPU.
+//! chosen path. The paths are written once here, generic over [`crate::backend::Backend`]: the
+//! selection path ([`paths::SelectedFit`]), the dense path ([`paths::DenseFit`]) and prediction;
+//! the per-unit path ([`per_unit`]) runs on the CPU.
 
 pub mod model;
 pub mod normalize;
