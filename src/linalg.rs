@@ -94,41 +94,127 @@ pub fn par_for_order(n: usize) -> Par {
     }
 }
 
+/// The Householder tridiagonalisation `a = Q T Qᵀ` of a symmetric matrix (its lower triangle is
+/// read), run with [`par_for_order`]: `T`'s diagonal and subdiagonal, and `Q` kept as faer's
+/// block reflectors to apply to other matrices.
+pub struct Tridiagonal {
+    /// The reflectors below the subdiagonal, `T` on its diagonal and subdiagonal.
+    t: Mat<f64>,
+    /// The reflectors' block coefficients.
+    coeff: Mat<f64>,
+}
+
+impl Tridiagonal {
+    /// Tridiagonalises `a` (`n × n`).
+    pub fn of(a: MatRef<'_, f64>) -> Self {
+        use faer::linalg::evd::tridiag;
+        let n = a.nrows();
+        let mut t = mat_from_fn(n, n, |i, j| if i >= j { a[(i, j)] } else { 0.0 });
+        let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
+        let mut coeff = mat_zeros(bs.max(1), n.saturating_sub(1));
+        if n > 1 {
+            let par = par_for_order(n);
+            let mut mem = MemBuffer::new(tridiag::tridiag_in_place_scratch::<f64>(
+                n,
+                par,
+                Default::default(),
+            ));
+            tridiag::tridiag_in_place(
+                t.as_mut(),
+                coeff.as_mut(),
+                par,
+                MemStack::new(&mut mem),
+                Default::default(),
+            );
+        }
+        Tridiagonal { t, coeff }
+    }
+    /// The order `n`.
+    pub fn dim(&self) -> usize {
+        self.t.nrows()
+    }
+    /// `T`'s diagonal.
+    pub fn diag(&self) -> Vec<f64> {
+        (0..self.dim()).map(|i| self.t[(i, i)]).collect()
+    }
+    /// `T`'s subdiagonal (`n − 1` entries).
+    pub fn sub(&self) -> Vec<f64> {
+        (0..self.dim().saturating_sub(1))
+            .map(|i| self.t[(i + 1, i)])
+            .collect()
+    }
+    /// `b ← Q b` (`transpose`: `b ← Qᵀ b`) for `b` with `n` rows, with [`par`].
+    pub fn apply(&self, b: MatMut<'_, f64>, transpose: bool) {
+        use faer::linalg::householder;
+        let n = self.dim();
+        if n < 2 {
+            return;
+        }
+        let bs = self.coeff.nrows();
+        let reflectors = self.t.as_ref().submatrix(1, 0, n - 1, n - 1);
+        let rows = b.subrows_mut(1, n - 1);
+        let k = rows.ncols();
+        if transpose {
+            let mut mem = MemBuffer::new(
+                householder::apply_block_householder_sequence_transpose_on_the_left_in_place_scratch::<
+                    f64,
+                >(n - 1, bs, k),
+            );
+            householder::apply_block_householder_sequence_transpose_on_the_left_in_place_with_conj(
+                reflectors,
+                self.coeff.as_ref(),
+                faer::Conj::No,
+                rows,
+                par(),
+                MemStack::new(&mut mem),
+            );
+        } else {
+            let mut mem = MemBuffer::new(
+                householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
+                    n - 1,
+                    bs,
+                    k,
+                ),
+            );
+            householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
+                reflectors,
+                self.coeff.as_ref(),
+                faer::Conj::No,
+                rows,
+                par(),
+                MemStack::new(&mut mem),
+            );
+        }
+    }
+}
+
 /// Symmetric eigendecomposition of `a` (its lower triangle is read): the eigenvalues ascending
 /// and the eigenvectors as columns; `None` when it does not converge. faer's steps with their
-/// own parallelism: the tridiagonalisation with [`par_for_order`], the tridiagonal
-/// eigendecomposition (divide and conquer) and the back-transformation with [`par`].
+/// own parallelism: the tridiagonalisation ([`Tridiagonal`]) with [`par_for_order`], the
+/// tridiagonal eigendecomposition (divide and conquer) and the back-transformation with [`par`].
 pub fn eigh(a: MatRef<'_, f64>) -> Option<(Vec<f64>, Mat<f64>)> {
-    use faer::linalg::{evd, householder};
+    use faer::linalg::evd;
     let n = a.nrows();
     if n == 0 {
         return Some((Vec::new(), mat_zeros(0, 0)));
     }
+    let tri = Tridiagonal::of(a);
+    let mut diag = faer::diag::Diag::<f64>::zeros(n);
+    let mut sub = faer::diag::Diag::<f64>::zeros(n);
+    for (i, d) in tri.diag().into_iter().enumerate() {
+        diag[i] = d;
+    }
+    for (i, e) in tri.sub().into_iter().enumerate() {
+        sub[i] = e;
+    }
     let p = par();
+    // faer's scratch for the whole decomposition covers the tridiagonal step's
     let mut mem = MemBuffer::new(evd::self_adjoint_evd_scratch::<f64>(
         n,
         evd::ComputeEigenvectors::Yes,
         p,
         Default::default(),
     ));
-    let mut trid = mat_from_fn(n, n, |i, j| if i >= j { a[(i, j)] } else { 0.0 });
-    let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
-    let mut coeff = mat_zeros(bs, n - 1);
-    evd::tridiag::tridiag_in_place(
-        trid.as_mut(),
-        coeff.as_mut(),
-        par_for_order(n),
-        MemStack::new(&mut mem),
-        Default::default(),
-    );
-    let mut diag = faer::diag::Diag::<f64>::zeros(n);
-    let mut sub = faer::diag::Diag::<f64>::zeros(n);
-    for i in 0..n {
-        diag[i] = trid[(i, i)];
-        if i + 1 < n {
-            sub[i] = trid[(i + 1, i)];
-        }
-    }
     let mut s = faer::diag::Diag::<f64>::zeros(n);
     let mut u = mat_zeros(n, n);
     evd::tridiagonal_self_adjoint_evd(
@@ -141,16 +227,7 @@ pub fn eigh(a: MatRef<'_, f64>) -> Option<(Vec<f64>, Mat<f64>)> {
         Default::default(),
     )
     .ok()?;
-    if n > 1 {
-        householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
-            trid.as_ref().submatrix(1, 0, n - 1, n - 1),
-            coeff.as_ref(),
-            faer::Conj::No,
-            u.as_mut().subrows_mut(1, n - 1),
-            p,
-            MemStack::new(&mut mem),
-        );
-    }
+    tri.apply(u.as_mut(), false);
     Some(((0..n).map(|i| s[i]).collect(), u))
 }
 

@@ -55,6 +55,27 @@ pub struct Rows<'a> {
 /// slower.
 pub const ROWS_MAX_FRACTION: f64 = 0.75;
 
+/// The number of rows the scorer works from for `n` units: `Some(r)` when `rows` takes the rows
+/// route ([`ROWS_MAX_FRACTION`]), `None` for the full `n × n` route.
+pub fn rows_route(n: usize, rows: Option<&Rows>) -> Option<usize> {
+    rows.map(|b| b.rows.nrows()).filter(|&r| {
+        rows.is_some_and(|b| b.rows.ncols() == n) && r as f64 <= ROWS_MAX_FRACTION * n as f64
+    })
+}
+
+/// Bytes [`eig_nll`] holds at once for `n` units and `m` points, on the rows route with `r`
+/// rows or on the full route: the full route the scaled correlation matrix and its
+/// tridiagonal form (`2n²`) and the points twice (`2nm`); the rows route the scaled rows and
+/// `Q₁` (`2nr`), `R₁`, `R₁R₁ᵀ` and its tridiagonal form (`3r²`), the scaled points and their
+/// part outside the span (`2nm`) and their coordinates twice (`2rm`).
+pub fn working_bytes(n: usize, m: usize, r: Option<usize>) -> u64 {
+    let words = match r {
+        None => 2 * n * n + 2 * n * m,
+        Some(r) => 2 * n * r + 3 * r * r + 2 * n * m + 2 * r * m,
+    };
+    8 * words as u64
+}
+
 /// The correlation matrix as the scorer needs it: `T`'s diagonal `diag` and subdiagonal `sub`,
 /// the held-out points' coordinates `z` (`dim × m`, row-major: row `i` holds coordinate `i` of
 /// every point), and `null_dim` further eigenvalues that are exactly 0 (the complement of the
@@ -73,44 +94,14 @@ fn tridiagonalise(
     a: faer::MatRef<f64>,
     mut pts_t: faer::Mat<f64>,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    use faer::dyn_stack::{MemBuffer, MemStack};
-    use faer::linalg::{evd::tridiag, householder};
-    let n = a.nrows();
-    let m = pts_t.ncols();
-    let mut t = linalg::mat_from_fn(n, n, |i, j| if i >= j { a[(i, j)] } else { 0.0 });
-    if n > 1 {
-        let bs = faer::linalg::qr::no_pivoting::factor::recommended_block_size::<f64>(n, n);
-        let mut coeff = linalg::mat_zeros(bs, n - 1);
-        let par = linalg::par_for_order(n);
-        let mut mem = MemBuffer::new(faer::dyn_stack::StackReq::any_of(&[
-            tridiag::tridiag_in_place_scratch::<f64>(n, par, Default::default()),
-            householder::apply_block_householder_sequence_transpose_on_the_left_in_place_scratch::<
-                f64,
-            >(n - 1, bs, m),
-        ]));
-        tridiag::tridiag_in_place(
-            t.as_mut(),
-            coeff.as_mut(),
-            par,
-            MemStack::new(&mut mem),
-            Default::default(),
-        );
-        householder::apply_block_householder_sequence_transpose_on_the_left_in_place_with_conj(
-            t.as_ref().submatrix(1, 0, n - 1, n - 1),
-            coeff.as_ref(),
-            faer::Conj::No,
-            pts_t.as_mut().subrows_mut(1, n - 1),
-            linalg::par(),
-            MemStack::new(&mut mem),
-        );
-    }
-    let diag = (0..n).map(|i| t[(i, i)]).collect();
-    let sub = (0..n.saturating_sub(1)).map(|i| t[(i + 1, i)]).collect();
+    let tri = linalg::Tridiagonal::of(a);
+    tri.apply(pts_t.as_mut(), true);
+    let (n, m) = (tri.dim(), pts_t.ncols());
     let mut z = Vec::with_capacity(n * m);
     for i in 0..n {
         z.extend((0..m).map(|j| pts_t[(i, j)]));
     }
-    (diag, sub, z)
+    (tri.diag(), tri.sub(), z)
 }
 
 /// `R` in full, tridiagonalised.
@@ -153,7 +144,7 @@ fn rows_reduced(rows: Rows, pts: ArrayView2<f64>, s: &[f64]) -> Reduced {
     // formed explicitly (no cancellation)
     let yt = linalg::mul(q.transpose(), ps.transpose());
     let outside = &ps - linalg::mul(yt.transpose(), q.transpose());
-    let null_w = col_sumsq(outside.as_ref()).iter().sum();
+    let null_w = sum_sq(outside.as_ref());
     let (diag, sub, z) = tridiagonalise(small.as_ref(), yt);
     Reduced {
         diag,
@@ -164,10 +155,11 @@ fn rows_reduced(rows: Rows, pts: ArrayView2<f64>, s: &[f64]) -> Reduced {
     }
 }
 
-fn col_sumsq(z: faer::MatRef<f64>) -> Vec<f64> {
+/// The sum of the squares of every entry.
+fn sum_sq(z: faer::MatRef<f64>) -> f64 {
     (0..z.ncols())
-        .map(|j| (0..z.nrows()).map(|i| z[(i, j)] * z[(i, j)]).sum())
-        .collect()
+        .map(|j| (0..z.nrows()).map(|i| z[(i, j)] * z[(i, j)]).sum::<f64>())
+        .sum()
 }
 
 /// The number of eigenvalues of the symmetric tridiagonal `(diag, sub)` below `x` (Sturm
@@ -284,12 +276,8 @@ pub fn eig_nll(
         return Ok(None);
     }
     let s: Vec<f64> = d.iter().map(|v| 1.0 / v.sqrt()).collect();
-    let red = match rows {
-        Some(b)
-            if b.rows.ncols() == n && (b.rows.nrows() as f64) <= ROWS_MAX_FRACTION * n as f64 =>
-        {
-            rows_reduced(b, pts, &s)
-        }
+    let red = match (rows_route(n, rows.as_ref()), rows) {
+        (Some(_), Some(b)) => rows_reduced(b, pts, &s),
         _ => full_reduced(cov, pts, &s),
     };
     if red

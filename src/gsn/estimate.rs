@@ -4,7 +4,7 @@
 
 use super::psd::{self, NoiseScale};
 use super::rng::{randperm, split};
-use super::shrink::{select_level, shrink, Rows, Scorer};
+use super::shrink::{select_level, selection_peak_bytes, shrink, Rows, Scorer};
 use super::{GsnOptions, GsnResult, ReturnItem, Uneven};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -59,11 +59,11 @@ impl Gram {
     fn cov(&self) -> Array2<f64> {
         gram(&self.rows) / self.divisor
     }
-    fn rows(&self) -> Option<Rows<'_>> {
-        Some(Rows {
+    fn rows(&self) -> Rows<'_> {
+        Rows {
             rows: self.contrasts.as_ref().unwrap_or(&self.rows).view(),
             scale: 1.0 / self.divisor,
-        })
+        }
     }
 }
 
@@ -351,42 +351,32 @@ fn pooled_path<B: Backend>(
     let means = trial_means(data, &valid, &cnt);
     let (g_d, mu_r) = means_gram(&means, &train);
     let pts_d = &means.select(Axis(0), &held) - &mu_r.view().insert_axis(Axis(0));
-    // the two level selections and the two full covariances are independent
-    let side_by_side = ops.backend.shares_host_memory();
+    // the two level selections and the two full covariances are independent: side by side when
+    // both selections' working sets and the two full covariances fit the budget together (each
+    // selection alone is planned against it)
+    let side_by_side = ops.backend.shares_host_memory()
+        && selection_peak_bytes(n, pts_n.nrows(), Some(&g_n.rows()))
+            + selection_peak_bytes(n, pts_d.nrows(), Some(&g_d.rows()))
+            + 8 * 2 * (n * n) as u64
+            <= ops.backend.limits().budget;
+    let select = |g: &Gram, pts: &Array2<f64>, w: &mut Vec<String>| {
+        let train = g.cov();
+        select_level(ops, train.view(), Some(g.rows()), pts.view(), levels, w)
+    };
     let (mut warn_n, mut warn_d) = (Vec::new(), Vec::new());
     let ((sel_n, full_n), (sel_d, (full_d, mu))) = both(
         side_by_side,
         || {
             both(
                 side_by_side,
-                || {
-                    let a_n = g_n.cov();
-                    select_level(
-                        ops,
-                        a_n.view(),
-                        g_n.rows(),
-                        pts_n.view(),
-                        levels,
-                        &mut warn_n,
-                    )
-                },
+                || select(&g_n, &pts_n, &mut warn_n),
                 || pooled_cov(&noise, &all, n).expect("the training split has one"),
             )
         },
         || {
             both(
                 side_by_side,
-                || {
-                    let a_d = g_d.cov();
-                    select_level(
-                        ops,
-                        a_d.view(),
-                        g_d.rows(),
-                        pts_d.view(),
-                        levels,
-                        &mut warn_d,
-                    )
-                },
+                || select(&g_d, &pts_d, &mut warn_d),
                 || cov_of_means(&means, &all),
             )
         },
@@ -513,8 +503,14 @@ fn missing_path<B: Backend>(
             Some(g_n) if !pts.is_empty() => {
                 let a_n = g_n.cov();
                 let pts = stack(pts, n);
-                let (k, curve) =
-                    select_level(ops, a_n.view(), g_n.rows(), pts.view(), levels, warnings)?;
+                let (k, curve) = select_level(
+                    ops,
+                    a_n.view(),
+                    Some(g_n.rows()),
+                    pts.view(),
+                    levels,
+                    warnings,
+                )?;
                 level_n = levels[k];
                 nll_n = curve;
             }
@@ -551,7 +547,7 @@ fn missing_path<B: Backend>(
         let (k, curve) = select_level(
             ops,
             a_d.view(),
-            g_d.rows(),
+            Some(g_d.rows()),
             pts_d.view(),
             levels,
             &mut scratch,
@@ -621,7 +617,7 @@ mod tests {
         // the scorer's curve from the contrasts (a route of r = 18 rows < 0.75·N) and in full
         let pts = ndarray::Array2::from_shape_fn((9, n), |_| r.normal());
         let levels = super::super::shrink::default_levels();
-        let a = super::super::eig_scorer::eig_nll(cov.view(), g.rows(), pts.view(), &levels)
+        let a = super::super::eig_scorer::eig_nll(cov.view(), Some(g.rows()), pts.view(), &levels)
             .unwrap()
             .unwrap();
         let b = super::super::eig_scorer::eig_nll(cov.view(), None, pts.view(), &levels)

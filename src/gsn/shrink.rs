@@ -70,6 +70,21 @@ pub fn choose(nll: &[f64]) -> Option<usize> {
 /// N = 1000; 51 levels by the scorer 3.9, 18 and 80 ms.
 pub const EIG_MIN_LEVELS: usize = 16;
 
+/// Bytes [`score`]'s one-decomposition route holds at once for `n` units and `m` points (see
+/// [`super::eig_scorer::working_bytes`]).
+pub fn one_decomposition_bytes(n: usize, m: usize, rows: Option<&Rows>) -> u64 {
+    let r = super::eig_scorer::rows_route(n, rows);
+    super::eig_scorer::working_bytes(n, m, r)
+}
+
+/// The most a [`select_level`] on the CPU holds at once: the one-decomposition route, or one
+/// level of the Cholesky scorer (the arbiter after it, or every level when the route does not
+/// apply: the backend's stage chunks levels to the budget, one level at least).
+pub fn selection_peak_bytes(n: usize, m: usize, rows: Option<&Rows>) -> u64 {
+    let one_level = 8 * (2 * (n * n + n * m)) as u64;
+    one_decomposition_bytes(n, m, rows).max(one_level)
+}
+
 /// The NLL curve: on the CPU with at least [`EIG_MIN_LEVELS`] levels from one
 /// tridiagonalisation ([`super::eig_scorer`]; of the `r × r` problem when `rows`, with
 /// `train = scale · rowsᵀ rows`, has few rows) with the Cholesky scorer as the arbiter of levels
@@ -82,11 +97,10 @@ pub fn score<B: Backend>(
     pts: ArrayView2<f64>,
     levels: &[f64],
 ) -> Result<Vec<f64>> {
-    let (m, n) = pts.dim();
-    let eig_bytes = 8 * (3 * n * n + 2 * n * m) as u64;
     let eig = scorer.backend.shares_host_memory()
         && levels.len() >= EIG_MIN_LEVELS
-        && eig_bytes <= scorer.backend.limits().budget;
+        && one_decomposition_bytes(train.nrows(), pts.nrows(), rows.as_ref())
+            <= scorer.backend.limits().budget;
     let curve = if eig {
         super::eig_scorer::eig_nll(train, rows, pts, levels)?
     } else {
