@@ -48,6 +48,10 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
         return Err(Error::InvalidInput("leaveout must be ≥ 1".into()));
     }
     let mut warnings = Vec::new();
+    // a training covariance with the rows it was formed from, scored on held-out points
+    let select = |ct: ArrayView2<f64>, rows: Rows, pts: ArrayView2<f64>, w: &mut Vec<String>| {
+        select_level(ops, ct, Some(rows), pts, levels, w)
+    };
     match data.ndim() {
         2 => {
             let x = data.into_dimensionality::<Ix2>().expect("2-D");
@@ -72,14 +76,7 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
                 rows: centred.view(),
                 scale: 1.0 / (centred.nrows() as f64 - 1.0),
             };
-            let (k, nll) = select_level(
-                ops,
-                ct.view(),
-                Some(rows),
-                pts.view(),
-                levels,
-                &mut warnings,
-            )?;
+            let (k, nll) = select(ct.view(), rows, pts.view(), &mut warnings)?;
             let (mn, c) = if wantfull {
                 let (cf, mf) = cov_rows(x);
                 (mf, shrink(cf.view(), levels[k]))
@@ -167,14 +164,7 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
                 rows: stacked.view(),
                 scale: 1.0 / scaled.len() as f64,
             };
-            let (k, nll) = select_level(
-                ops,
-                ct.view(),
-                Some(rows),
-                pts.view(),
-                levels,
-                &mut warnings,
-            )?;
+            let (k, nll) = select(ct.view(), rows, pts.view(), &mut warnings)?;
             let base = if wantfull {
                 let all: Vec<usize> = (0..ncase).collect();
                 pooled(&all).expect("training cases exist")
