@@ -14,7 +14,6 @@
 //! the right-hand sides, so it is computed once per chunk.
 
 use super::recycle::{Recyclable, Recycler};
-use super::solve::SolveWork;
 use super::{cross_rows, rows_independent};
 use crate::backend::{LOW_VARIANCE, UNDEFINED_CORR};
 use crate::linalg::{par, Gram, Real};
@@ -259,56 +258,6 @@ fn prefetch<T>(data: &[T], i: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, i);
-}
-
-/// Gathers unit `u`'s centred block for [`SolveWork::solve_centred`]: `XcᵀXc` on the
-/// `features` (ascending, the bias excluded; lower triangle, f64), their means and `Xcᵀyc`.
-pub fn gather_centred<T: Real>(
-    g: &Gram<T>,
-    mean_x: &[f64],
-    h: ArrayView2<T>,
-    u: usize,
-    features: &[u32],
-    work: &mut SolveWork,
-) {
-    work.fill_centred(|bcol, col| {
-        let jb = features[bcol] as usize;
-        let gcol = g.lower_col(jb);
-        for (dst, &i) in col.iter_mut().zip(&features[bcol..]) {
-            *dst = gcol[i as usize - jb].f64();
-        }
-        (mean_x[jb], h[(u, jb)].f64())
-    });
-}
-
-/// Gathers unit `u`'s centred block for [`SolveWork::solve_centred_data`]: `XcᵀXc` on the
-/// `features` (ascending, the bias excluded; lower triangle) from the f32 Gram matrix, their
-/// means and `Xcᵀyc`; `cols` receives their centred f64 columns (in place in `x`).
-pub fn gather_centred_data<'x>(
-    g: &Gram<f32>,
-    x: &'x Centred<f64>,
-    h: ArrayView2<f64>,
-    u: usize,
-    features: &[u32],
-    work: &mut SolveWork,
-    cols: &mut Vec<&'x [f64]>,
-) {
-    let (mut a, xbar, rhs) = work.data_parts();
-    let k = features.len();
-    cols.clear();
-    for bcol in 0..k {
-        let jb = features[bcol] as usize;
-        let gcol = g.lower_col(jb);
-        for (arow, &i) in features.iter().enumerate().skip(bcol) {
-            a[(arow, bcol)] = gcol[i as usize - jb];
-        }
-        xbar[bcol] = x.mean[jb];
-        rhs[bcol] = h[(u, jb)];
-        cols.push(
-            x.column(jb)
-                .expect("features are stored a variable per column"),
-        );
-    }
 }
 
 /// The uncentred `X₁ᵀX₁` (`(p+1)²`, f64, bias last) from a centred Gram matrix.

@@ -7,6 +7,7 @@
 //! Matrices are held transposed (`Aᵀ`, column-major, SIMD-aligned columns): the operand layout
 //! faer's products run fastest on.
 
+pub mod blocks;
 pub mod centred;
 pub mod recycle;
 pub mod solve;
@@ -31,6 +32,8 @@ pub struct CpuBackend {
     budget: u64,
     /// The chunk loop's large buffers, kept from one chunk for the next.
     recycler: Arc<recycle::Recycler>,
+    /// The per-unit solves' batch of gathered blocks, kept from one chunk for the next.
+    blocks: Arc<blocks::BlockBuffers>,
 }
 
 impl CpuBackend {
@@ -39,6 +42,7 @@ impl CpuBackend {
         CpuBackend {
             budget,
             recycler: Arc::default(),
+            blocks: Arc::default(),
         }
     }
 }
@@ -111,7 +115,7 @@ pub enum CpuGram {
 }
 
 /// Picks the per-precision members of the CPU's containers.
-trait Prec: Real + recycle::Recyclable {
+trait Prec: blocks::BlockElem + recycle::Recyclable {
     fn targets(t: &CpuTargets) -> (&OnceLock<Centred<Self>>, &OnceLock<Array2<Self>>);
 }
 
@@ -180,9 +184,128 @@ where
         .collect()
 }
 
+/// Solves every unit's centred system, a batch of `batch` units at a time: each unit's row of
+/// `idx` is put in ascending order (each column of G is then read front to back; the bias,
+/// index F, stays last), the batch's blocks are gathered from `g` ([`blocks::gather_blocks`],
+/// into a buffer from `buffers`), and the units are solved in parallel: `solve(u, sorted,
+/// block, work)` fills unit `u`'s vectors for its sorted indices and solves with its packed
+/// block. The solutions come back in the order of `idx`'s row; a failed factorisation names the
+/// pivot's position in that row.
+fn solve_batched<T: Prec, F>(
+    g: &linalg::Gram<T>,
+    idx: ArrayView2<u32>,
+    batch: usize,
+    buffers: &blocks::BlockBuffers,
+    work: impl Fn() -> SolveWork + Sync + Send,
+    solve: F,
+) -> Vec<std::result::Result<Vec<f64>, usize>>
+where
+    F: Fn(usize, &[u32], &[T], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
+{
+    let (units, m) = idx.dim();
+    if units == 0 {
+        return Vec::new();
+    }
+    let k = m - 1;
+    // each row ascending, and where each sorted entry came from
+    let mut sorted = vec![0u32; units * m];
+    let mut order = vec![0u32; units * m];
+    sorted
+        .par_chunks_mut(m)
+        .zip(order.par_chunks_mut(m))
+        .enumerate()
+        .for_each(|(u, (s, o))| {
+            let mut pairs: Vec<(u32, u32)> = idx
+                .row(u)
+                .iter()
+                .enumerate()
+                .map(|(r, &j)| (j, r as u32))
+                .collect();
+            pairs.sort_unstable();
+            for ((sj, oj), (j, r)) in s.iter_mut().zip(o.iter_mut()).zip(pairs) {
+                *sj = j;
+                *oj = r;
+            }
+        });
+    let batch = batch.clamp(1, units);
+    let len = blocks::packed_len(k);
+    let mut buffer = buffers.take::<T>(batch * len);
+    let pool = std::sync::Mutex::new(Vec::<SolveWork>::new());
+    let mut results = Vec::with_capacity(units);
+    for u0 in (0..units).step_by(batch) {
+        let u1 = (u0 + batch).min(units);
+        blocks::gather_blocks(g, &sorted[u0 * m..u1 * m], m, k, &mut buffer);
+        let buffer = &buffer;
+        let solved: Vec<_> = (u0..u1)
+            .into_par_iter()
+            .map_init(
+                || Pooled::take(&pool, &work),
+                |pooled, u| {
+                    let work = pooled.get();
+                    let row = &sorted[u * m..(u + 1) * m];
+                    let from = &order[u * m..(u + 1) * m];
+                    let block = &buffer[(u - u0) * len..(u - u0 + 1) * len];
+                    solve(u, row, block, work).map_err(|p| from[p] as usize)?;
+                    let x = work.solution();
+                    let mut theta = vec![0.0; m];
+                    for (&r, &v) in from.iter().zip(x) {
+                        theta[r as usize] = v;
+                    }
+                    Ok(theta)
+                },
+            )
+            .collect();
+        results.extend(solved);
+    }
+    buffers.keep(buffer);
+    results
+}
+
+/// A workspace taken from a pool for one rayon job, and put back when the job is done: the
+/// batches' parallel loops reuse a few workspaces instead of allocating (and faulting in) new
+/// ones for every split of every batch.
+struct Pooled<'a> {
+    work: Option<SolveWork>,
+    pool: &'a std::sync::Mutex<Vec<SolveWork>>,
+}
+
+impl<'a> Pooled<'a> {
+    fn take(pool: &'a std::sync::Mutex<Vec<SolveWork>>, make: &impl Fn() -> SolveWork) -> Self {
+        let kept = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        Pooled {
+            work: Some(kept.unwrap_or_else(make)),
+            pool,
+        }
+    }
+
+    fn get(&mut self) -> &mut SolveWork {
+        self.work.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.work.take() {
+            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(w);
+        }
+    }
+}
+
+/// Units per batch of [`solve_batched`] for this backend, blocks of `T`.
+fn batch_for<T: Real>(budget: u64, units: usize, m: usize) -> usize {
+    blocks::batch_units(
+        units,
+        m.saturating_sub(1),
+        T::BYTES as u64,
+        budget,
+        rayon::current_num_threads(),
+    )
+}
+
 /// The selection path's solves on centred operands. Every row of `idx` must be feature
 /// indices below F followed by the bias index F ([`Backend::solve_selected`]'s contract);
 /// anything else is refused before any system is solved.
+#[allow(clippy::too_many_arguments)]
 fn solve_centred<T: Prec>(
     g: &linalg::Gram<T>,
     mean_x: &[f64],
@@ -191,25 +314,32 @@ fn solve_centred<T: Prec>(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
+    (budget, buffers): (u64, &blocks::BlockBuffers),
 ) -> Result<UnitResults> {
     check_selection(idx, mean_x.len())?;
     let m = idx.ncols();
     let (yc, h) = centred_cross(x, y);
     let refined = AtomicUsize::new(0);
-    let results = solve_units(
+    let results = solve_batched(
+        g,
         idx,
+        batch_for::<T>(budget, idx.nrows(), m),
+        buffers,
         || SolveWork::new(m),
-        |u, iu, work| {
+        |u, iu, block, work| {
             // ascending order keeps the bias, index F, last
             let features = &iu[..iu.len() - 1];
-            centred::gather_centred(g, mean_x, h.view(), u, features, work);
-            counted(&refined, work, |w| {
-                w.solve_centred(CentredSystem {
-                    n: rows as f64,
-                    mean_y: yc.mean[u],
-                    alpha,
-                })
-            })
+            let (xbar, rhs) = work.centred_vectors();
+            for ((xb, r), &j) in xbar.iter_mut().zip(rhs.iter_mut()).zip(features) {
+                *xb = mean_x[j as usize];
+                *r = h[(u, j as usize)].f64();
+            }
+            let sys = CentredSystem {
+                n: rows as f64,
+                mean_y: yc.mean[u],
+                alpha,
+            };
+            counted(&refined, work, |w| w.solve_packed(block, sys, None))
         },
     );
     Ok((results, refined.into_inner()))
@@ -267,23 +397,38 @@ fn solve_centred_data(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
+    (budget, buffers): (u64, &blocks::BlockBuffers),
 ) -> Result<UnitResults> {
     check_selection(idx, x.mean.len())?;
     let m = idx.ncols();
     let (yc, h) = centred_cross(x, y);
     let refined = AtomicUsize::new(0);
-    let results = solve_units(
+    let results = solve_batched(
+        g,
         idx,
+        batch_for::<f32>(budget, idx.nrows(), m),
+        buffers,
         || SolveWork::with_data(m, rows),
-        |u, iu, work| {
-            let mut cols = Vec::with_capacity(m);
-            centred::gather_centred_data(g, x, h.view(), u, &iu[..iu.len() - 1], work, &mut cols);
+        |u, iu, block, work| {
+            let features = &iu[..iu.len() - 1];
+            let (xbar, rhs) = work.centred_vectors();
+            for ((xb, r), &j) in xbar.iter_mut().zip(rhs.iter_mut()).zip(features) {
+                *xb = x.mean[j as usize];
+                *r = h[(u, j as usize)];
+            }
+            let cols: Vec<&[f64]> = features
+                .iter()
+                .map(|&j| {
+                    x.column(j as usize)
+                        .expect("features are stored a variable per column")
+                })
+                .collect();
             let sys = CentredSystem {
                 n: rows as f64,
                 mean_y: yc.mean[u],
                 alpha,
             };
-            counted(&refined, work, |w| w.solve_centred_data(sys, &cols))
+            counted(&refined, work, |w| w.solve_packed(block, sys, Some(&cols)))
         },
     );
     Ok((results, refined.into_inner()))
@@ -439,11 +584,18 @@ impl Backend for CpuBackend {
                 // per thread: the solve workspace (f64 system, its f32 copy, right-hand sides,
                 // Cholesky scratch: within 2m² + m f64), the selected data columns an f32 Gram
                 // matrix's fall-back copies (rows · m f64) and the top-k keys (16 bytes a
-                // feature)
-                fixed: threads * (b(2 * m * m + m + rows * m) + 16 * features as u64),
+                // feature); one batch of gathered blocks (in the fit's precision, the most an
+                // f32 Gram matrix's take) with its feature-ordered index
+                fixed: threads * (b(2 * m * m + m + rows * m) + 16 * features as u64) + {
+                    let k = m.saturating_sub(1);
+                    let batch =
+                        blocks::batch_units(units, k, dtype.size(), self.budget, threads as usize);
+                    batch as u64 * blocks::unit_bytes(k, dtype.size())
+                },
                 fixed_binding: 0,
-                // Yᵀ, |r|, the centred Yᵀ and YcᵀXc rows, the selection and the solution
-                per_item: b(rows + features + 1 + 2 * m) + t(rows + features),
+                // Yᵀ, |r|, the centred Yᵀ and YcᵀXc rows, the selection and the solution, and
+                // the sorted selection with where each entry came from
+                per_item: b(rows + features + 1 + 2 * m) + t(rows + features) + 8 * m as u64,
                 per_item_binding: 0,
             },
             Op::Cross { q, rows, p } => Stage {
@@ -589,13 +741,13 @@ impl Backend for CpuBackend {
         let m = idx.ncols();
         let (results, refined) = match (g, &x.form) {
             (CpuGram::Centred64(g, mean, n), Form::C64(c)) => {
-                solve_centred(g, mean, *n, c, y, idx, alpha)?
+                solve_centred(g, mean, *n, c, y, idx, alpha, (self.budget, &self.blocks))?
             }
             (CpuGram::Centred32(g, mean, n), Form::C32(c)) => {
-                solve_centred(g, mean, *n, c, y, idx, alpha)?
+                solve_centred(g, mean, *n, c, y, idx, alpha, (self.budget, &self.blocks))?
             }
             (CpuGram::Centred64Low(g), Form::C64(c)) => {
-                solve_centred_data(g, c, x.rows, y, idx, alpha)?
+                solve_centred_data(g, c, x.rows, y, idx, alpha, (self.budget, &self.blocks))?
             }
             (CpuGram::Plain(g), Form::Plain(at)) => (solve_plain(g, at, y, idx, alpha), 0),
             _ => {

@@ -13,9 +13,15 @@
 //! `‖r − Sθ‖∞ ≤ √k · ‖S‖∞ · ‖θ‖∞ · ε₆₄` (the stopping rule of LAPACK's `dsposv`), at most
 //! [`MAX_REFINE`] steps. The result is then as accurate as a backward-stable f64 solve of `S`.
 //!
+//! **The block comes packed** ([`super::blocks`]): `XcᵀXc` on the unit's features, the lower
+//! triangle by columns, in the Gram matrix's precision, as the batch gather left it. The f32
+//! factor's copy is rounded from it and the residuals read it in place (an f32 Gram matrix's
+//! entries widened to f64: the f32 fit's `B` is exactly the f32 Gram matrix's, as the reference
+//! solves its f32 Gram matrix in f64).
+//!
 //! **Residuals from the data (f64 fits with an f32 Gram matrix).** Where the fit's cost rule
 //! ([`crate::backend::low_precision_gram_pays`]) holds the Gram matrix in f32, there is no f64
-//! `B` to gather: `B` comes rounded to f32 straight from the f32 Gram matrix, and the residual's
+//! `B`: the block is the f32 Gram matrix's, and the residual's
 //! `XcᵀXc·θ` is computed from the unit's selected centred f64 columns, read in place
 //! (`Xsᵀ(Xs θ)` per block of samples, one pass over the columns a step). The stopping rule is the
 //! same, so the solution is as accurate as a backward-stable f64 solve of the system of the
@@ -40,7 +46,8 @@
 //! and 245 systems per worker: 9 ms per system instead of 2 ms). The workspace owns padded,
 //! 64-byte aligned buffers and clears the padding and the scratch before every factorisation.
 
-use crate::linalg::{cholesky_solve_in_place, singular_pivot_tolerance};
+use super::blocks::{packed_col, packed_len};
+use crate::linalg::{cholesky_solve_in_place, singular_pivot_tolerance, Real};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
 use faer::{MatMut, MatRef, Par};
@@ -134,12 +141,6 @@ pub struct SolveWork {
     a32: Padded<f32>,
     d32: Padded<f32>,
     diag: Vec<f64>,
-    /// Σ|B| below the diagonal of each column, when [`SolveWork::fill_centred`] formed the f32
-    /// block while gathering.
-    colsum: Vec<f64>,
-    /// Whether [`SolveWork::fill_centred`] already rounded the off-diagonal block into `a32`
-    /// (its partial row sums in `w`, the column sums in `colsum`).
-    pre_rounded: bool,
     /// A block of `Xs θ` for residuals computed from the data ([`SolveWork::with_data`]).
     v: Vec<f64>,
     scratch: MemBuffer,
@@ -148,7 +149,7 @@ pub struct SolveWork {
     refined: usize,
 }
 
-/// What [`SolveWork::solve_centred`] needs besides the gathered block.
+/// What [`SolveWork::solve_packed`] needs besides the gathered block.
 #[derive(Debug, Clone, Copy)]
 pub struct CentredSystem {
     /// Number of samples.
@@ -188,8 +189,6 @@ impl SolveWork {
             a32: Padded::new(k, k),
             d32: Padded::new(k, 1),
             diag: vec![0.0; k],
-            colsum: vec![0.0; k],
-            pre_rounded: false,
             v: Vec::new(),
             scratch: MemBuffer::new(req64),
             scratch32: MemBuffer::new(req32),
@@ -198,9 +197,9 @@ impl SolveWork {
         }
     }
 
-    /// A workspace for `m × m` centred systems over `n` samples whose f32 block is gathered
-    /// from an f32 Gram matrix and whose residuals are computed from the f64 data (filled
-    /// through [`SolveWork::data_parts`], solved by [`SolveWork::solve_centred_data`]).
+    /// A workspace for `m × m` centred systems over `n` samples whose block comes from an f32
+    /// Gram matrix and whose residuals are computed from the f64 data (solved by
+    /// [`SolveWork::solve_packed`] with the data columns).
     pub fn with_data(m: usize, n: usize) -> Self {
         let mut w = Self::with_mixed(m, true);
         w.v = vec![0.0; sample_block(m.saturating_sub(1)).min(n).max(1)];
@@ -214,104 +213,64 @@ impl SolveWork {
         (self.a.view_mut(), &mut self.b.data()[..m])
     }
 
-    /// For a centred system (`m = k + 1`, the bias last): the `k × k` block `XcᵀXc` (lower
-    /// triangle, without α), the features' means `x̄` and the right-hand side `Xcᵀyc`, for
-    /// filling; solve with [`SolveWork::solve_centred`].
-    pub fn centred_parts(&mut self) -> (MatMut<'_, f64>, &mut [f64], &mut [f64]) {
+    /// For a centred system (`m = k + 1`, the bias last): the features' means `x̄` and the
+    /// right-hand side `Xcᵀyc`, for filling; the block comes to [`SolveWork::solve_packed`].
+    pub fn centred_vectors(&mut self) -> (&mut [f64], &mut [f64]) {
         let k = self.m - 1;
-        (
-            self.a.view_mut().submatrix_mut(0, 0, k, k),
-            &mut self.xbar[..k],
-            &mut self.b.data()[..k],
-        )
+        (&mut self.xbar[..k], &mut self.b.data()[..k])
     }
 
-    /// Fills a centred system like [`SolveWork::centred_parts`], a column at a time, and forms
-    /// the mixed-precision solve's f32 block below the diagonal while each column is still in
-    /// cache: `fill(j, col)` writes `XcᵀXc` of column `j` from its diagonal down
-    /// (`col[i - j]` is row `i`) and returns `(x̄_j, (Xcᵀyc)_j)`. Solve with
-    /// [`SolveWork::solve_centred`]; the arithmetic and the result are those of filling through
-    /// [`SolveWork::centred_parts`] (measured at conv4 size: one pass over the 1 MB f64 block
-    /// less per unit).
-    pub fn fill_centred(&mut self, mut fill: impl FnMut(usize, &mut [f64]) -> (f64, f64)) {
-        let k = self.m - 1;
-        let round = self.mixed && k > 0;
-        let stride32 = self.a32.stride;
-        let (a, a32) = (&mut self.a, &mut self.a32);
-        let stride = a.stride;
-        let (adata, a32data) = (a.data(), a32.data());
-        let b = &mut self.b.buf[self.b.offset..self.b.offset + k];
-        let row_sums = &mut self.w[..];
-        row_sums.fill(0.0);
-        for j in 0..k {
-            let col = &mut adata[j * stride + j..j * stride + k];
-            let (xbar, rhs) = fill(j, col);
-            self.xbar[j] = xbar;
-            b[j] = rhs;
-            if round {
-                let below = &col[1..];
-                let dst = &mut a32data[j * stride32 + j + 1..j * stride32 + k];
-                for ((d, &v), rs) in dst.iter_mut().zip(below).zip(&mut row_sums[j + 1..]) {
-                    *d = v as f32;
-                    *rs += v.abs();
-                }
-                self.colsum[j] = abs_sum(below);
-            }
-        }
-        self.pre_rounded = round;
-    }
-
-    /// For a centred system from data (a workspace made by [`SolveWork::with_data`]; `m = k + 1`,
-    /// the bias last): the `k × k` block `XcᵀXc` rounded to f32 (lower triangle, without α),
-    /// the features' means `x̄` and the right-hand side `Xcᵀyc`, for filling.
-    pub fn data_parts(&mut self) -> (MatMut<'_, f32>, &mut [f64], &mut [f64]) {
-        let k = self.m - 1;
-        (
-            self.a32.view_mut(),
-            &mut self.xbar[..k],
-            &mut self.b.data()[..k],
-        )
-    }
-
-    /// Solves the system filled through [`SolveWork::data_parts`], whose features' centred
-    /// columns (`n` samples each, f64) are `cols`: the f32 block is factored and the solution
-    /// refined with residuals computed from `cols`; where that does not converge, `XcᵀXc` is
-    /// formed in f64 from `cols` and the full system solved in f64 (see the module
-    /// documentation).
+    /// Solves a centred system: `block` is `XcᵀXc` on the `k` features (without α), packed
+    /// ([`super::blocks::packed_col`]), and [`SolveWork::centred_vectors`] holds `x̄` and
+    /// `Xcᵀyc`. Mixed precision first (see the module documentation), with residuals from the
+    /// block, or from the features' centred f64 columns `cols` (`n` samples each) where given;
+    /// where that is not allowed or does not converge, the full system is solved in f64 (its
+    /// `XcᵀXc` from `cols`, formed in f64, else the block widened). On success
+    /// [`SolveWork::solution`] holds `θ`, the bias last; `Err(pivot)` as [`SolveWork::solve`].
     ///
     /// # Panics
-    /// When `cols` does not hold one column for each of the `k` features.
-    pub fn solve_centred_data(
+    /// When `block` is shorter than `k(k+1)/2` or `cols` does not hold one column a feature.
+    pub fn solve_packed<T: Real>(
         &mut self,
+        block: &[T],
         sys: CentredSystem,
-        cols: &[&[f64]],
+        cols: Option<&[&[f64]]>,
     ) -> std::result::Result<(), usize> {
         let k = self.m - 1;
-        assert_eq!(
-            cols.len(),
-            k,
-            "solve_centred_data: one column a selected feature"
-        );
-        if k > 0 && self.solve_mixed(sys, Some(cols)) {
+        assert!(block.len() >= packed_len(k), "solve_packed: a whole block");
+        if let Some(c) = cols {
+            assert_eq!(c.len(), k, "solve_packed: one column a selected feature");
+        }
+        if k > 0 && self.mixed && self.solve_mixed(sys, block, cols) {
             self.refined += 1;
             return Ok(());
         }
-        if k > 0 {
-            let n = cols[0].len();
-            let mut xs = crate::linalg::mat_zeros::<f64>(n, k);
-            for (j, c) in cols.iter().enumerate() {
-                for (i, &v) in c.iter().enumerate() {
-                    xs[(i, j)] = v;
+        let mut a = self.a.view_mut().submatrix_mut(0, 0, k, k);
+        match cols {
+            Some(cols) if k > 0 => {
+                let n = cols[0].len();
+                let mut xs = crate::linalg::mat_zeros::<f64>(n, k);
+                for (j, c) in cols.iter().enumerate() {
+                    for (i, &v) in c.iter().enumerate() {
+                        xs[(i, j)] = v;
+                    }
+                }
+                faer::linalg::matmul::matmul(
+                    a,
+                    faer::Accum::Replace,
+                    xs.transpose(),
+                    xs.as_ref(),
+                    1.0,
+                    Par::Seq,
+                );
+            }
+            _ => {
+                for j in 0..k {
+                    for (t, &v) in packed_col(block, k, j).iter().enumerate() {
+                        a[(j + t, j)] = v.f64();
+                    }
                 }
             }
-            faer::linalg::matmul::matmul(
-                self.a.view_mut().submatrix_mut(0, 0, k, k),
-                faer::Accum::Replace,
-                xs.transpose(),
-                xs.as_ref(),
-                1.0,
-                Par::Seq,
-            );
         }
         self.solve_full(sys)
     }
@@ -328,17 +287,6 @@ impl SolveWork {
         cholesky_solve_in_place(self.a.view_mut(), rhs, Par::Seq, stack)?;
         self.x.copy_from_slice(&self.b.data()[..m]);
         Ok(())
-    }
-
-    /// Solves the centred system filled through [`SolveWork::centred_parts`]: mixed precision
-    /// where it converges, else the full system assembled and solved by [`SolveWork::solve`]
-    /// (see the module documentation).
-    pub fn solve_centred(&mut self, sys: CentredSystem) -> std::result::Result<(), usize> {
-        if self.mixed && self.solve_mixed(sys, None) {
-            self.refined += 1;
-            return Ok(());
-        }
-        self.solve_full(sys)
     }
 
     /// Assembles the full `(k+1) × (k+1)` system from the centred block in `a` (lower
@@ -375,32 +323,31 @@ impl SolveWork {
         self.refined
     }
 
-    /// The mixed-precision attempt; `false` leaves the filled f64 parts untouched. With `cols`
-    /// the f32 block is already in `a32` and the residuals come from the data columns;
-    /// else the block is rounded from the f64 block in `a`, which the residuals use.
-    fn solve_mixed(&mut self, sys: CentredSystem, cols: Option<&[&[f64]]>) -> bool {
-        let data = cols.is_some();
+    /// The mixed-precision attempt on the packed `block`; `false` leaves `x̄` and the
+    /// right-hand side untouched. With `cols` the residuals come from the data columns, else
+    /// from the block.
+    fn solve_mixed<T: Real>(
+        &mut self,
+        sys: CentredSystem,
+        block: &[T],
+        cols: Option<&[&[f64]]>,
+    ) -> bool {
         let k = self.m - 1;
         if k == 0 {
             return false;
         }
         let (n, alpha) = (sys.n, sys.alpha);
         let c = n * alpha / (n + alpha);
-        let a = self.a.view();
         let xbar = &self.xbar[..k];
         // B = XcᵀXc + αI in f32, its diagonal in f64, and ‖S‖∞ ≤ ‖B‖∞ + c·max|x̄|·Σ|x̄|
         let row_sums = &mut self.w;
         let stride = self.a32.stride;
         let (a32, diag) = (self.a32.data(), &mut self.diag[..k]);
-        if std::mem::take(&mut self.pre_rounded) && !data {
-            finish_rounded(a, (a32, stride), diag, row_sums, &self.colsum, alpha);
-        } else {
-            row_sums.fill(0.0);
-            with_avx2(
-                #[inline(always)]
-                || round_block(a, (a32, stride), diag, row_sums, alpha, data),
-            );
-        }
+        row_sums.fill(0.0);
+        with_avx2(
+            #[inline(always)]
+            || round_block(block, (a32, stride), diag, row_sums, alpha),
+        );
         let xmax = xbar.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
         let bnorm = row_sums.iter().fold(0.0f64, |acc, &v| acc.max(v));
         let snorm = bnorm + c * xmax * abs_sum(xbar);
@@ -471,7 +418,7 @@ impl SolveWork {
                 let theta = &*theta;
                 with_avx2(
                     #[inline(always)]
-                    || subtract_lower_product(a, theta, r),
+                    || subtract_lower_product(block, theta, r),
                 );
             }
             let rnorm = r.iter().fold(0.0f64, |acc, &v| acc.max(v.abs()));
@@ -538,81 +485,48 @@ fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Completes the f32 block that [`SolveWork::fill_centred`] formed below the diagonal: the
-/// diagonal with α (f64 in `diag`, rounded into `a32`) and each row's Σ|B| (`row_sums` holds the
-/// sums left of the diagonal, `colsum` those below it), in [`round_block`]'s order of operations.
-fn finish_rounded(
-    a: MatRef<'_, f64>,
-    (a32, stride): (&mut [f32], usize),
-    diag: &mut [f64],
-    row_sums: &mut [f64],
-    colsum: &[f64],
-    alpha: f64,
-) {
-    for (j, ((dg, rs), &below)) in diag.iter_mut().zip(row_sums).zip(colsum).enumerate() {
-        let d = a[(j, j)] + alpha;
-        *dg = d;
-        a32[j * stride + j] = d as f32;
-        *rs += d.abs() + below;
-    }
-}
-
-/// Forms the f32 block `B̂` for the mixed-precision solve: rounds the lower triangle of the
-/// `k × k` block `a` into `a32` (`(buffer, column stride)`) with α added on the diagonal, keeps
-/// the f64 diagonal (`diag`, `k` long) and adds each row's Σ|B| into `row_sums` (for `‖B‖∞`).
-/// With `data`, `a32` already holds the block (from the f32 Gram matrix) and `a` is not read.
+/// Forms the f32 block `B̂` for the mixed-precision solve: rounds the packed lower triangle
+/// `block` (`k × k`, [`packed_col`]) into `a32` (`(buffer, column stride)`) with α added on the
+/// diagonal, keeps the f64 diagonal (`diag`, `k` long) and adds each row's Σ|B| into
+/// `row_sums` (for `‖B‖∞`).
 #[inline(always)]
-fn round_block(
-    a: MatRef<'_, f64>,
+fn round_block<T: Real>(
+    block: &[T],
     (a32, stride): (&mut [f32], usize),
     diag: &mut [f64],
     row_sums: &mut [f64],
     alpha: f64,
-    data: bool,
 ) {
     let k = diag.len();
     for j in 0..k {
         let dst = &mut a32[j * stride + j..j * stride + k];
-        let below = if data {
-            dst[0] as f64
-        } else {
-            let src = &lower_col(a, j, k)[j..];
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = *s as f32;
-            }
-            src[0]
-        };
-        let d = below + alpha;
+        let src = packed_col(block, k, j);
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.f64() as f32;
+        }
+        let d = src[0].f64() + alpha;
         diag[j] = d;
         dst[0] = d as f32;
-        let sum = if data {
-            for (rs, s) in row_sums[j + 1..].iter_mut().zip(&dst[1..]) {
-                *rs += (*s as f64).abs();
-            }
-            abs_sum(&dst[1..])
-        } else {
-            let src = &lower_col(a, j, k)[j + 1..];
-            for (rs, s) in row_sums[j + 1..].iter_mut().zip(src) {
-                *rs += s.abs();
-            }
-            abs_sum(src)
-        };
-        row_sums[j] += d.abs() + sum;
+        let below = &src[1..];
+        for (rs, s) in row_sums[j + 1..].iter_mut().zip(below) {
+            *rs += s.f64().abs();
+        }
+        row_sums[j] += d.abs() + abs_sum(below);
     }
 }
 
-/// `r −= A·θ` for the symmetric `A` whose lower triangle (`k × k`) `a` holds: per column, an
-/// axpy below the diagonal and a dot product above it.
+/// `r −= A·θ` for the symmetric `A` whose lower triangle (`k × k`) `block` holds packed
+/// ([`packed_col`]), in f64: per column, an axpy below the diagonal and a dot product above it.
 #[inline(always)]
-fn subtract_lower_product(a: MatRef<'_, f64>, theta: &[f64], r: &mut [f64]) {
+fn subtract_lower_product<T: Real>(block: &[T], theta: &[f64], r: &mut [f64]) {
     let k = theta.len();
     for j in 0..k {
-        let col = &lower_col(a, j, k)[j..];
+        let col = packed_col(block, k, j);
         let tj = theta[j];
         for (ri, &v) in r[j + 1..].iter_mut().zip(&col[1..]) {
-            *ri -= v * tj;
+            *ri -= v.f64() * tj;
         }
-        r[j] -= col[0] * tj + dot(&col[1..], &theta[j + 1..]);
+        r[j] -= col[0].f64() * tj + dot_widened(&col[1..], &theta[j + 1..]);
     }
 }
 
@@ -637,24 +551,34 @@ fn data_product(cols: &[&[f64]], theta: &[f64], v: &mut [f64], acc: &mut [f64]) 
     }
 }
 
-/// The first `k` entries of column `j` of a unit-stride column-major view.
-fn lower_col(a: MatRef<'_, f64>, j: usize, k: usize) -> &[f64] {
-    let col = a.col(j).try_as_col_major().expect("unit row stride");
-    &col.as_slice()[..k]
-}
-
 /// Σ|v| in f64, eight partial sums (so that it vectorises).
 #[inline(always)]
-fn abs_sum<T: Copy>(v: &[T]) -> f64
-where
-    f64: From<T>,
-{
+fn abs_sum<T: Real>(v: &[T]) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = v.chunks_exact(8);
-    let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x).abs()).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&x| x.f64().abs()).sum();
     for c in chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f64::from(x).abs();
+            *a += x.f64().abs();
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `aᵀb` with `a` widened to f64, in [`dot`]'s order of operations.
+#[inline(always)]
+fn dot_widened<T: Real>(a: &[T], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x.f64() * y)
+        .sum();
+    for (x8, y8) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x8).zip(y8) {
+            *s += x.f64() * y;
         }
     }
     acc.iter().sum::<f64>() + tail
@@ -703,26 +627,34 @@ fn apply_f32_factor(
 mod tests {
     use super::*;
 
-    /// The centred system of the data `x + base` (`n × k`) and a response.
-    fn fill(work: &mut SolveWork, x: &[Vec<f64>], y: &[f64], base: f64) -> CentredSystem {
+    /// The centred system of the data `x + base` (`n × k`) and a response: its packed block
+    /// `XcᵀXc`, with `x̄` and `Xcᵀyc` filled into `work`.
+    fn fill(
+        work: &mut SolveWork,
+        x: &[Vec<f64>],
+        y: &[f64],
+        base: f64,
+    ) -> (Vec<f64>, CentredSystem) {
         let (n, k) = (x.len(), x[0].len());
         let mean = |j: usize| x.iter().map(|r| r[j]).sum::<f64>() / n as f64;
         let my = y.iter().sum::<f64>() / n as f64;
-        let (mut a, xbar, rhs) = work.centred_parts();
+        let (xbar, rhs) = work.centred_vectors();
+        let mut block = Vec::with_capacity(packed_len(k));
         for j in 0..k {
             let mj = mean(j);
             for i in j..k {
                 let mi = mean(i);
-                a[(i, j)] = x.iter().map(|r| (r[i] - mi) * (r[j] - mj)).sum();
+                block.push(x.iter().map(|r| (r[i] - mi) * (r[j] - mj)).sum());
             }
             xbar[j] = mj + base;
             rhs[j] = x.iter().zip(y).map(|(r, yv)| (r[j] - mj) * (yv - my)).sum();
         }
-        CentredSystem {
+        let sys = CentredSystem {
             n: n as f64,
             mean_y: my,
             alpha: 0.0,
-        }
+        };
+        (block, sys)
     }
 
     fn lcg(state: &mut u64) -> f64 {
@@ -749,9 +681,11 @@ mod tests {
     ) -> [(std::result::Result<Vec<f64>, usize>, usize); 2] {
         [true, false].map(|mixed| {
             let mut w = SolveWork::with_mixed(x[0].len() + 1, mixed);
-            let mut sys = fill(&mut w, x, y, base);
+            let (block, mut sys) = fill(&mut w, x, y, base);
             sys.alpha = alpha;
-            let r = w.solve_centred(sys).map(|_| w.solution().to_vec());
+            let r = w
+                .solve_packed(&block, sys, None)
+                .map(|_| w.solution().to_vec());
             (r, w.refined())
         })
     }
@@ -782,46 +716,36 @@ mod tests {
         worst / (anorm * tnorm)
     }
 
-    /// Filling column by column ([`SolveWork::fill_centred`], which rounds the f32 block while
-    /// gathering) solves bit for bit as filling through [`SolveWork::centred_parts`] (rounded
-    /// in the solve), in mixed precision and in f64, and the workspace reused for the other
-    /// way afterwards is unaffected.
+    /// A block of f32 entries solves bit for bit as the same entries held in f64, in mixed
+    /// precision and in f64, and a workspace reused for another system is unaffected by the
+    /// first.
     #[test]
-    fn filling_by_columns_solves_bit_for_bit_as_filling_in_place() {
+    fn f32_blocks_solve_as_their_values_in_f64_and_workspaces_carry_nothing_over() {
         let (x, y) = data(200, 40, 11);
+        let bits = |t: &[f64]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for mixed in [true, false] {
             let mut w = SolveWork::with_mixed(41, mixed);
-            let sys = CentredSystem {
-                alpha: 5.0,
-                ..fill(&mut w, &x, &y, 100.0)
-            };
-            // the filled parts, before the f64 path factors them in place
-            let (a, xbar, rhs) = {
-                let (a, xb, r) = w.centred_parts();
-                let cols: Vec<Vec<f64>> = (0..40)
-                    .map(|j| (j..40).map(|i| a[(i, j)]).collect())
-                    .collect();
-                (cols, xb.to_vec(), r.to_vec())
-            };
-            w.solve_centred(sys).expect("solved in place");
-            let in_place = w.solution().to_vec();
+            let (block, sys) = fill(&mut w, &x, &y, 100.0);
+            let sys = CentredSystem { alpha: 5.0, ..sys };
+            let block32: Vec<f32> = block.iter().map(|&v| v as f32).collect();
+            let widened: Vec<f64> = block32.iter().map(|&v| v as f64).collect();
+            w.solve_packed(&widened, sys, None)
+                .expect("solved from f64");
+            let from64 = w.solution().to_vec();
             let mut v = SolveWork::with_mixed(41, mixed);
-            v.fill_centred(|j, col| {
-                col.copy_from_slice(&a[j]);
-                (xbar[j], rhs[j])
-            });
-            v.solve_centred(sys).expect("solved by columns");
+            fill(&mut v, &x, &y, 100.0);
+            v.solve_packed(&block32, sys, None)
+                .expect("solved from f32");
             assert_eq!(v.refined(), w.refined());
             assert_eq!(v.refined(), usize::from(mixed));
-            let bits = |t: &[f64]| t.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(v.solution()), bits(&in_place), "mixed = {mixed}");
-            // the same workspace filled in place again (the pre-rounded state consumed)
-            let sys2 = CentredSystem {
-                alpha: 5.0,
-                ..fill(&mut v, &x, &y, 100.0)
-            };
-            v.solve_centred(sys2).expect("solved in place again");
-            assert_eq!(bits(v.solution()), bits(&in_place));
+            assert_eq!(bits(v.solution()), bits(&from64), "mixed = {mixed}");
+            // another system in the same workspace, then the first again
+            let (other, _) = fill(&mut v, &x[..150], &y[..150], 3.0);
+            v.solve_packed(&other, sys, None).expect("another system");
+            fill(&mut v, &x, &y, 100.0);
+            v.solve_packed(&block32, sys, None)
+                .expect("the first again");
+            assert_eq!(bits(v.solution()), bits(&from64));
         }
     }
 
@@ -860,29 +784,18 @@ mod tests {
     ) -> (std::result::Result<Vec<f64>, usize>, usize) {
         let (n, k) = (x.len(), x[0].len());
         let mut w = SolveWork::with_data(k + 1, n);
-        let mut full = SolveWork::with_mixed(k + 1, false);
-        let mut sys = fill(&mut full, x, y, base);
+        let (block, mut sys) = fill(&mut w, x, y, base);
         sys.alpha = alpha;
+        let block32: Vec<f32> = block.iter().map(|&v| v as f32).collect();
         let cols: Vec<Vec<f64>> = (0..k)
             .map(|j| {
                 let m = x.iter().map(|r| r[j]).sum::<f64>() / n as f64;
                 x.iter().map(|r| r[j] - m).collect()
             })
             .collect();
-        {
-            let (mut a32, xbar, rhs) = w.data_parts();
-            let (a, fx, fr) = full.centred_parts();
-            for j in 0..k {
-                for i in j..k {
-                    a32[(i, j)] = a[(i, j)] as f32;
-                }
-            }
-            xbar.copy_from_slice(fx);
-            rhs.copy_from_slice(fr);
-        }
         let refs: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
         let r = w
-            .solve_centred_data(sys, &refs)
+            .solve_packed(&block32, sys, Some(&refs))
             .map(|_| w.solution().to_vec());
         (r, w.refined())
     }

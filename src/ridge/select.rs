@@ -47,16 +47,34 @@ fn order_key(v: f64) -> u64 {
 }
 
 /// The `k` best features of one unit, best first.
+///
+/// Where `k` is at most a quarter of the features, a threshold from an evenly spaced sample of
+/// [`SAMPLE`] values keeps only the values at or above it as candidates (about 1.25·k plus a
+/// margin); when at least `k` values pass, the `k` best of all are among them (they all have
+/// keys at or above the threshold), else every value is ranked. The result is the same either
+/// way; the threshold only saves building and selecting a key for every feature (measured at
+/// fc8 size, 1000 units of 15000 features, k = 500: 0.06 → 0.022–0.024 s on 2 threads).
 pub fn top_k(abs_r: &[f64], k: usize, tie: TieBreak) -> Vec<u32> {
     let k = k.min(abs_r.len());
     if k == 0 {
         return Vec::new();
     }
-    let mut keys: Vec<u128> = abs_r
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| rank_key(v, i as u32, tie))
-        .collect();
+    let mut keys = match threshold(abs_r, k) {
+        Some(t) => {
+            let keys: Vec<u128> = abs_r
+                .iter()
+                .enumerate()
+                .filter(|(_, &v)| order_key(v) >= t)
+                .map(|(i, &v)| rank_key(v, i as u32, tie))
+                .collect();
+            if keys.len() >= k {
+                keys
+            } else {
+                all_keys(abs_r, tie)
+            }
+        }
+        None => all_keys(abs_r, tie),
+    };
     if k < keys.len() {
         keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
         keys.truncate(k);
@@ -68,6 +86,36 @@ pub fn top_k(abs_r: &[f64], k: usize, tie: TieBreak) -> Vec<u32> {
             TieBreak::LowerIndex => !(key as u32),
         })
         .collect()
+}
+
+/// Values sampled for [`top_k`]'s threshold.
+const SAMPLE: usize = 512;
+
+/// Every value's rank key.
+fn all_keys(abs_r: &[f64], tie: TieBreak) -> Vec<u128> {
+    abs_r
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| rank_key(v, i as u32, tie))
+        .collect()
+}
+
+/// An [`order_key`] threshold that about `1.25·k + 8·len/SAMPLE` of the values reach, from an
+/// evenly spaced sample; `None` where `k` is over a quarter of the values or they are too few
+/// to sample.
+fn threshold(abs_r: &[f64], k: usize) -> Option<u64> {
+    let len = abs_r.len();
+    if len < 4 * SAMPLE || 4 * k > len {
+        return None;
+    }
+    let mut sample: Vec<u64> = (0..SAMPLE)
+        .map(|s| order_key(abs_r[s * len / SAMPLE]))
+        .collect();
+    // the sample's rank that about 1.25·k of all the values reach, with a margin of 8
+    let rank = (SAMPLE * k * 5).div_ceil(4 * len) + 8;
+    let rank = rank.min(SAMPLE) - 1;
+    sample.select_nth_unstable_by(rank, |a, b| b.cmp(a));
+    Some(sample[rank])
 }
 
 /// Top-k for every row of a `U × F` |r| matrix: a `U × k` index matrix.
@@ -187,6 +235,58 @@ mod tests {
                 for k in [1, len / 3, len / 2, len.saturating_sub(1), len, len + 3] {
                     let want: Vec<u32> = all.iter().copied().take(k).collect();
                     assert_eq!(top_k(&a, k, tie), want, "len {len} k {k} {tie:?}");
+                }
+            }
+        }
+    }
+
+    /// Long rows take the sampled threshold; it must give what ranking every value gives,
+    /// where the sample misjudges the threshold too (values that rise along the row, so that
+    /// the sample's top lies at the end, and rows of ties and NaN).
+    #[test]
+    fn the_sampled_threshold_selects_what_ranking_every_value_selects() {
+        let mut state = 777u64;
+        let mut rnd = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let len = 6000;
+        let rows: Vec<Vec<f64>> = vec![
+            (0..len).map(|_| rnd()).collect(),
+            (0..len).map(|i| i as f64 / len as f64).collect(),
+            (0..len).map(|i| ((i * 7919) % 13) as f64 * 0.1).collect(),
+            (0..len)
+                .map(|i| if i % 3 == 0 { f64::NAN } else { rnd().round() })
+                .collect(),
+            (0..len)
+                .map(|i| if i % 600 == 599 { 1.0 } else { rnd() * 0.5 })
+                .collect(),
+            // the sample sees only the largest values: too few pass for k = 1500
+            {
+                let mut a = vec![0.25; len];
+                for s in 0..SAMPLE {
+                    a[s * len / SAMPLE] = 1.0;
+                }
+                a
+            },
+        ];
+        for (r, a) in rows.iter().enumerate() {
+            for tie in [TieBreak::HigherIndex, TieBreak::LowerIndex] {
+                let mut full = all_keys(a, tie);
+                full.sort_unstable_by(|x, y| y.cmp(x));
+                for k in [1, 9, 10, 100, 500, 1500] {
+                    let want: Vec<u32> = full
+                        .iter()
+                        .take(k)
+                        .map(|&key| match tie {
+                            TieBreak::HigherIndex => key as u32,
+                            TieBreak::LowerIndex => !(key as u32),
+                        })
+                        .collect();
+                    assert!(threshold(a, k).is_some());
+                    assert_eq!(top_k(a, k, tie), want, "row {r} k {k} {tie:?}");
                 }
             }
         }
