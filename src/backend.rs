@@ -151,7 +151,8 @@ pub trait Backend: Sync {
     /// Fails with [`crate::Error::DeviceUnavailable`] when `dtype` cannot run here.
     fn check_dtype(&self, dtype: Dtype) -> Result<()>;
 
-    /// Uploads a features matrix (`r × c`).
+    /// Uploads a features matrix (`r × c`), its values rounded to `dtype` (callers need not
+    /// round an f32 fit's values first).
     fn upload_features(
         &self,
         a: ArrayView2<f64>,

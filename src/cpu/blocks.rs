@@ -84,6 +84,13 @@ impl BlockElem for f64 {
     }
 }
 
+impl Drop for BlockBuffers {
+    fn drop(&mut self) {
+        crate::linalg::release_pages(&mut lock(&self.f32s)[..]);
+        crate::linalg::release_pages(&mut lock(&self.f64s)[..]);
+    }
+}
+
 impl std::fmt::Debug for BlockBuffers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let bytes = lock(&self.f32s).len() * 4 + lock(&self.f64s).len() * 8;

@@ -17,7 +17,7 @@ use super::recycle::{Recyclable, Recycler};
 use super::{cross_rows, rows_independent};
 use crate::backend::{LOW_VARIANCE, UNDEFINED_CORR};
 use crate::linalg::{par, Gram, Real};
-use faer::{Accum, Mat, MatMut, MatRef};
+use faer::{Accum, MatMut, MatRef};
 use ndarray::{Array2, ArrayView2, ShapeBuilder};
 use rayon::prelude::*;
 
@@ -27,7 +27,13 @@ use rayon::prelude::*;
 /// F = 15000), targets variables × samples (as uploaded); [`Centred::ct`] is the variables ×
 /// samples view of either.
 pub struct Centred<T: Real> {
-    data: Mat<T>,
+    /// Column-major from `offset` (64-byte aligned), `rows × cols` in columns of `stride` (rows
+    /// rounded up to whole 64-byte lines, the padding zero: see [`crate::linalg::mat_from_fn`]).
+    data: Vec<T>,
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    stride: usize,
     by_columns: bool,
     /// Mean of each variable.
     pub mean: Vec<f64>,
@@ -35,39 +41,81 @@ pub struct Centred<T: Real> {
     pub ss: Vec<f64>,
 }
 
+impl<T: Real> Drop for Centred<T> {
+    fn drop(&mut self) {
+        crate::linalg::release_pages(&mut self.data);
+    }
+}
+
+/// Columns of 64 bytes' worth of rows: the stride of `rows` elements of `T`.
+fn padded_stride<T>(rows: usize) -> usize {
+    let lanes = (64 / std::mem::size_of::<T>().max(1)).max(1);
+    rows.div_ceil(lanes).max(1) * lanes
+}
+
+/// A zero buffer of `len` elements starting at a 64-byte boundary: the buffer and where the
+/// aligned part starts. Faulted in by every thread when large.
+fn aligned_zeros<T: Real>(len: usize) -> (Vec<T>, usize) {
+    let lanes = 64 / T::BYTES;
+    let mut data = vec![T::default(); len + lanes];
+    crate::linalg::populate_small_pages(&mut data);
+    let offset = data.as_ptr().align_offset(64).min(lanes - 1);
+    (data, offset)
+}
+
 impl<T: Real> Centred<T> {
-    /// Centres the columns of `a` (`n × p`, any layout) into a column-major `n × p` copy.
+    /// Centres the columns of `a` (`n × p`, any layout), each value first rounded to `T`, into a
+    /// column-major `n × p` copy.
+    ///
+    /// Blocks of 64 variables in parallel, each: its means (summed in ascending sample order
+    /// whatever `a`'s layout — C, Fortran, a view —, so the same bits for the same values), its
+    /// centred values (64 × 64 tiles, as `linalg::transposed`: neither side strides a whole row
+    /// at a time) and its sums of squares. The copy is faulted in by every thread
+    /// ([`crate::linalg::populate_small_pages`]). At fc8 size (1000 × 15000, f32) this took
+    /// ~0.05 s on one thread for the means and sums and a zeroing pass.
     pub fn of_columns(a: ArrayView2<f64>) -> Self {
         let (n, p) = a.dim();
-        // summed in ascending sample order whatever a's layout (C, Fortran, a view): the same
-        // bits for the same values
-        let mut mean = vec![0.0; p];
-        for row in a.rows() {
-            for (m, v) in mean.iter_mut().zip(row.iter()) {
-                *m += v;
-            }
-        }
-        mean.iter_mut().for_each(|m| *m /= n as f64);
-        let mut data = crate::linalg::mat_zeros::<T>(n, p);
-        // 64 × 64 tiles, as linalg::transposed (neither side strides a whole row at a time),
-        // blocks of 64 columns in parallel
+        // an f32 fit's X is rounded here, as it is read (no rounded copy of X is made)
+        let rounded = |v: f64| T::of(v).f64();
         const TILE: usize = 64;
-        data.as_mut()
-            .par_col_chunks_mut(TILE)
+        let stride = padded_stride::<T>(n);
+        let (mut data, offset) = aligned_zeros::<T>(stride * p);
+        let mut mean = vec![0.0; p];
+        let mut ss = vec![0.0; p];
+        data[offset..offset + stride * p]
+            .par_chunks_mut(TILE * stride)
+            .zip(mean.par_chunks_mut(TILE))
+            .zip(ss.par_chunks_mut(TILE))
             .enumerate()
-            .for_each(|(b, mut block)| {
+            .for_each(|(b, ((block, mb), sb))| {
                 let j0 = b * TILE;
+                for i in 0..n {
+                    for (dj, m) in mb.iter_mut().enumerate() {
+                        *m += rounded(a[(i, j0 + dj)]);
+                    }
+                }
+                mb.iter_mut().for_each(|m| *m /= n as f64);
                 for i0 in (0..n).step_by(TILE) {
-                    for dj in 0..block.ncols() {
-                        let j = j0 + dj;
-                        let mut col = block.as_mut().col_mut(dj);
-                        for i in i0..(i0 + TILE).min(n) {
-                            col[i] = T::of(a[(i, j)] - mean[j]);
+                    for (dj, col) in block.chunks_exact_mut(stride).enumerate() {
+                        for (i, c) in col.iter_mut().enumerate().take((i0 + TILE).min(n)).skip(i0) {
+                            *c = T::of(rounded(a[(i, j0 + dj)]) - mb[dj]);
                         }
                     }
                 }
+                for (col, s) in block.chunks_exact(stride).zip(sb.iter_mut()) {
+                    *s = sum_of_squares(&col[..n]);
+                }
             });
-        Self::with_sums(data, true, mean)
+        Centred {
+            data,
+            offset,
+            rows: n,
+            cols: p,
+            stride,
+            by_columns: true,
+            mean,
+            ss,
+        }
     }
 
     /// Centres the rows of `bt` (`q × n`: a variable per row) into a copy in `T`.
@@ -80,20 +128,38 @@ impl<T: Real> Centred<T> {
             }
         }
         mean.iter_mut().for_each(|m| *m /= n as f64);
-        let data = crate::linalg::mat_from_fn(q, n, |j, i| T::of(bt[(j, i)] - mean[j]));
-        Self::with_sums(data, false, mean)
-    }
-
-    /// Wraps a centred matrix and computes its sums of squares.
-    fn with_sums(data: Mat<T>, by_columns: bool, mean: Vec<f64>) -> Self {
+        let stride = padded_stride::<T>(q);
+        let (mut data, offset) = aligned_zeros::<T>(stride * n);
+        for (i, col) in data[offset..offset + stride * n]
+            .chunks_exact_mut(stride)
+            .enumerate()
+        {
+            for (j, c) in col[..q].iter_mut().enumerate() {
+                *c = T::of(bt[(j, i)] - mean[j]);
+            }
+        }
         let mut out = Centred {
             data,
-            by_columns,
+            offset,
+            rows: q,
+            cols: n,
+            stride,
+            by_columns: false,
             mean,
             ss: Vec::new(),
         };
         out.ss = sums_of_squares(out.ct());
         out
+    }
+
+    /// The stored matrix (samples × variables for features, variables × samples for targets).
+    fn stored(&self) -> MatRef<'_, T> {
+        MatRef::from_column_major_slice_with_stride(
+            &self.data[self.offset..self.offset + self.stride * self.cols],
+            self.rows,
+            self.cols,
+            self.stride,
+        )
     }
 
     /// Variable `j`'s centred samples, contiguous: `Some` for features (stored samples ×
@@ -102,29 +168,51 @@ impl<T: Real> Centred<T> {
         if !self.by_columns {
             return None;
         }
-        self.data.col(j).try_as_col_major().map(|c| c.as_slice())
+        let start = self.offset + j * self.stride;
+        Some(&self.data[start..start + self.rows])
     }
 
-    /// `XcᵀXc` of this copy rounded to f32 (the f32 copy, formed in the storage layout, lives
-    /// only while the product runs).
+    /// `XcᵀXc` of this copy rounded to f32 (the f32 copy, formed in the storage layout by every
+    /// thread, lives only while the product runs).
     pub fn gram_f32(&self) -> Gram<f32> {
-        let d = &self.data;
-        let copy = crate::linalg::mat_from_fn(d.nrows(), d.ncols(), |i, j| d[(i, j)].f64() as f32);
+        let (rows, cols) = (self.rows, self.cols);
+        let stride = padded_stride::<f32>(rows);
+        let (mut copy, offset) = aligned_zeros::<f32>(stride * cols);
+        let copy = &mut copy[offset..offset + stride * cols];
+        let src = &self.data[self.offset..self.offset + self.stride * cols];
+        copy.par_chunks_mut(stride)
+            .zip(src.par_chunks(self.stride))
+            .for_each(|(dst, src)| {
+                for (d, s) in dst.iter_mut().zip(&src[..rows]) {
+                    *d = s.f64() as f32;
+                }
+            });
+        let view = MatRef::from_column_major_slice_with_stride(&*copy, rows, cols, stride);
         if self.by_columns {
-            crate::linalg::gram_lower_packed_t(copy.transpose())
+            crate::linalg::gram_lower_packed_t(view.transpose())
         } else {
-            crate::linalg::gram_lower_packed_t(copy.as_ref())
+            crate::linalg::gram_lower_packed_t(view)
         }
     }
 
     /// The centred matrix as variables × samples.
     pub fn ct(&self) -> MatRef<'_, T> {
         if self.by_columns {
-            self.data.transpose()
+            self.stored().transpose()
         } else {
-            self.data.as_ref()
+            self.stored()
         }
     }
+}
+
+/// Σ v² in f64, in ascending order.
+fn sum_of_squares<T: Real>(v: &[T]) -> f64 {
+    let mut s = 0.0;
+    for &x in v {
+        let x = x.f64();
+        s += x * x;
+    }
+    s
 }
 
 /// Σ over samples of each variable's squared (centred, rounded) values, in f64, summed in
@@ -206,40 +294,47 @@ pub fn abs_correlations<T: Real>(
         .par_chunks_mut(CORR_BLOCK * p)
         .enumerate()
         .for_each(|(blk, rows)| {
-            let u0 = blk * CORR_BLOCK;
-            let bs = rows.len() / p;
-            // padding lanes get ssy = 1 and h = 0: computed, never stored
-            let mut ssy = [1.0f64; CORR_BLOCK];
-            ssy[..bs].copy_from_slice(&y.ss[u0..u0 + bs]);
-            let mut col = [0.0f64; CORR_BLOCK];
-            for (j, (&low_j, &ssx)) in low.iter().zip(&x.ss).enumerate() {
-                match cols {
-                    Some(data) => {
-                        prefetch(data, (j + CORR_PREFETCH) * q + u0);
-                        for (c, v) in col.iter_mut().zip(&data[j * q + u0..j * q + u0 + bs]) {
-                            *c = v.f64();
+            // compiled for the widest vectors the CPU has (the same values)
+            crate::linalg::with_simd(
+                #[inline(always)]
+                || {
+                    let u0 = blk * CORR_BLOCK;
+                    let bs = rows.len() / p;
+                    // padding lanes get ssy = 1 and h = 0: computed, never stored
+                    let mut ssy = [1.0f64; CORR_BLOCK];
+                    ssy[..bs].copy_from_slice(&y.ss[u0..u0 + bs]);
+                    let mut col = [0.0f64; CORR_BLOCK];
+                    for (j, (&low_j, &ssx)) in low.iter().zip(&x.ss).enumerate() {
+                        match cols {
+                            Some(data) => {
+                                prefetch(data, (j + CORR_PREFETCH) * q + u0);
+                                for (c, v) in col.iter_mut().zip(&data[j * q + u0..j * q + u0 + bs])
+                                {
+                                    *c = v.f64();
+                                }
+                            }
+                            None => {
+                                for (du, c) in col[..bs].iter_mut().enumerate() {
+                                    *c = num[(u0 + du, j)].f64();
+                                }
+                            }
+                        }
+                        let mut r = [0.0f64; CORR_BLOCK];
+                        for ((r, &c), &s) in r.iter_mut().zip(&col).zip(&ssy) {
+                            *r = (c / (ssx * s).sqrt()).abs();
+                        }
+                        for du in 0..bs {
+                            rows[du * p + j] = if low_j {
+                                0.0
+                            } else if ssy[du] == 0.0 {
+                                UNDEFINED_CORR
+                            } else {
+                                r[du]
+                            };
                         }
                     }
-                    None => {
-                        for (du, c) in col[..bs].iter_mut().enumerate() {
-                            *c = num[(u0 + du, j)].f64();
-                        }
-                    }
-                }
-                let mut r = [0.0f64; CORR_BLOCK];
-                for ((r, &c), &s) in r.iter_mut().zip(&col).zip(&ssy) {
-                    *r = (c / (ssx * s).sqrt()).abs();
-                }
-                for du in 0..bs {
-                    rows[du * p + j] = if low_j {
-                        0.0
-                    } else if ssy[du] == 0.0 {
-                        UNDEFINED_CORR
-                    } else {
-                        r[du]
-                    };
-                }
-            }
+                },
+            )
         });
     out
 }

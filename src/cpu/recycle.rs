@@ -7,7 +7,7 @@
 //! back costs ~1–2.5 s per GB to fault in: a conv4 fit spent ~1 s of CPU time re-faulting its
 //! chunk buffers. A [`Recycler`] belongs to one backend (one fit) and keeps a few such buffers
 //! between chunks; it never adds to the planned peak, because a request that no kept buffer fits
-//! exactly releases every kept buffer before it allocates.
+//! (holds it, with at most an eighth to spare) releases every kept buffer before it allocates.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -53,14 +53,19 @@ impl std::fmt::Debug for Recycler {
 }
 
 impl Recycler {
-    /// `len` zeros: a kept buffer of exactly that length, zeroed again in parallel, or else a
-    /// new one, after every kept buffer of the type has been released.
+    /// `len` zeros: a kept buffer that holds `len` and at most an eighth more (the chunk
+    /// loop's chunks differ by one unit at most: `planner::balanced_ranges`), zeroed again in
+    /// parallel, or else a new one, after every kept buffer of the type has been released.
     pub fn zeros<T: Recyclable>(&self, len: usize) -> Vec<T> {
         if len * std::mem::size_of::<T>() >= MIN_BYTES {
             let mut shelf = lock(T::shelf(self));
-            if let Some(i) = shelf.iter().position(|v| v.len() == len) {
+            let fits = |v: &Vec<T>| v.capacity() >= len && v.capacity() - len <= v.capacity() / 8;
+            if let Some(i) = shelf.iter().position(fits) {
                 let mut v = shelf.swap_remove(i);
                 drop(shelf);
+                // within the capacity: neither resize nor truncate reallocates
+                v.resize(len, T::default());
+                v.truncate(len);
                 use rayon::prelude::*;
                 v.par_chunks_mut(1 << 16).for_each(|c| c.fill(T::default()));
                 return v;
@@ -83,8 +88,8 @@ impl Recycler {
 
     /// Bytes kept now.
     pub fn kept_bytes(&self) -> usize {
-        let b64: usize = lock(&self.f64s).iter().map(|v| v.len() * 8).sum();
-        let b32: usize = lock(&self.f32s).iter().map(|v| v.len() * 4).sum();
+        let b64: usize = lock(&self.f64s).iter().map(|v| v.capacity() * 8).sum();
+        let b32: usize = lock(&self.f32s).iter().map(|v| v.capacity() * 4).sum();
         b64 + b32
     }
 }
@@ -96,17 +101,29 @@ mod tests {
     #[test]
     fn a_kept_buffer_comes_back_zeroed_and_a_mismatch_releases_the_shelf() {
         let r = Recycler::default();
-        let len = MIN_BYTES / 8;
+        let len = 4 * MIN_BYTES / 8;
         let mut v = r.zeros::<f64>(len);
         v.iter_mut().for_each(|x| *x = 7.0);
         let ptr = v.as_ptr();
         r.keep(v);
-        assert_eq!(r.kept_bytes(), MIN_BYTES);
+        assert_eq!(r.kept_bytes(), 4 * MIN_BYTES);
         let again = r.zeros::<f64>(len);
         assert_eq!(again.as_ptr(), ptr, "the kept buffer is reused");
         assert!(again.iter().all(|&x| x == 0.0));
         assert_eq!(r.kept_bytes(), 0);
         r.keep(again);
+        // a chunk one unit shorter takes it too, and the next full one again
+        let shorter = r.zeros::<f64>(len - 100);
+        assert_eq!((shorter.as_ptr(), shorter.len()), (ptr, len - 100));
+        r.keep(shorter);
+        let again = r.zeros::<f64>(len);
+        assert_eq!((again.as_ptr(), again.len()), (ptr, len));
+        assert!(again.iter().all(|&x| x == 0.0));
+        r.keep(again);
+        let half = r.zeros::<f64>(len / 2);
+        assert!(half.as_ptr() != ptr, "not one far too large");
+        assert_eq!(r.kept_bytes(), 0, "which is released");
+        r.keep(r.zeros::<f64>(len));
         let other = r.zeros::<f64>(len + 1);
         assert_eq!(other.len(), len + 1);
         assert_eq!(

@@ -47,7 +47,7 @@
 //! 64-byte aligned buffers and clears the padding and the scratch before every factorisation.
 
 use super::blocks::{packed_col, packed_len};
-use crate::linalg::{cholesky_solve_in_place, singular_pivot_tolerance, Real};
+use crate::linalg::{cholesky_solve_in_place, singular_pivot_tolerance, with_simd, Real};
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::cholesky::llt;
 use faer::{MatMut, MatRef, Par};
@@ -344,7 +344,7 @@ impl SolveWork {
         let stride = self.a32.stride;
         let (a32, diag) = (self.a32.data(), &mut self.diag[..k]);
         row_sums.fill(0.0);
-        with_avx2(
+        with_simd(
             #[inline(always)]
             || round_block(block, (a32, stride), diag, row_sums, alpha),
         );
@@ -416,7 +416,7 @@ impl SolveWork {
                 subtract_data_product(cols, theta, &mut self.v, u, r);
             } else {
                 let theta = &*theta;
-                with_avx2(
+                with_simd(
                     #[inline(always)]
                     || subtract_lower_product(block, theta, r),
                 );
@@ -457,32 +457,13 @@ fn subtract_data_product(
     acc: &mut [f64],
     r: &mut [f64],
 ) {
-    with_avx2(
+    with_simd(
         #[inline(always)]
         || data_product(cols, theta, v, acc),
     );
     for (ri, a) in r.iter_mut().zip(acc.iter()) {
         *ri -= a;
     }
-}
-
-/// Runs `f` compiled for AVX2 where the CPU has it, else as built (x86-64's baseline is SSE2):
-/// the element-wise loops of the solves then vectorise four f64 lanes wide instead of two. The
-/// arithmetic is the same either way (Rust never contracts a multiply and an add into an FMA,
-/// and the loops' summation orders are written out), so results do not depend on the CPU.
-/// Pass an `#[inline(always)]` closure, so that its body is compiled inside the AVX2 function.
-#[inline(always)]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: AVX2 was detected on this CPU just above.
-        return unsafe { run(f) };
-    }
-    f()
 }
 
 /// Forms the f32 block `B̂` for the mixed-precision solve: rounds the packed lower triangle

@@ -104,6 +104,21 @@ pub fn ranges(total: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
+/// `0..total` cut into as few ranges of at most `chunk` as [`ranges`] makes, of sizes that differ
+/// by one at most (the larger first): the chunk loop's kept buffers then serve every chunk,
+/// where a short last chunk allocated (and faulted in) its own.
+pub fn balanced_ranges(total: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
+    let pieces = total.div_ceil(chunk.max(1));
+    let mut out = Vec::with_capacity(pieces);
+    let mut start = 0;
+    for i in 0..pieces {
+        let len = total / pieces + usize::from(i < total % pieces);
+        out.push(start..start + len);
+        start += len;
+    }
+    out
+}
+
 /// Rows of a row-major `rows × cols` matrix of `elem` bytes that fit one binding (≥ 1), or an
 /// error when a single row is already too large.
 pub fn rows_per_binding(rows: u64, cols: u64, elem: u64, max_binding: u64) -> Result<u64> {
@@ -187,6 +202,26 @@ mod tests {
         assert_eq!(r, vec![0..3, 3..6, 6..9, 9..10]);
         assert_eq!(ranges(0, 3).len(), 0);
         assert_eq!(ranges(5, 100), vec![0..5]);
+    }
+
+    #[test]
+    fn balanced_ranges_are_as_many_and_even() {
+        assert_eq!(balanced_ranges(10, 3), vec![0..3, 3..6, 6..8, 8..10]);
+        assert_eq!(
+            balanced_ranges(1000, 256),
+            vec![0..250, 250..500, 500..750, 750..1000]
+        );
+        assert_eq!(balanced_ranges(0, 3).len(), 0);
+        assert_eq!(balanced_ranges(5, 100), vec![0..5]);
+        for (total, chunk) in [(3920, 256), (7, 7), (100, 1), (101, 10)] {
+            let r = balanced_ranges(total, chunk);
+            assert_eq!(r.len(), ranges(total, chunk).len());
+            assert_eq!((r[0].start, r[r.len() - 1].end), (0, total));
+            assert!(r.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(r
+                .iter()
+                .all(|x| x.len() <= chunk && x.len() + 1 >= r[0].len()));
+        }
     }
 
     #[test]

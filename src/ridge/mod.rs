@@ -168,14 +168,12 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
     let k = if params.n_feat == 0 { f } else { params.n_feat };
     let per_unit = params.per_unit_path();
     let no_selection = k >= f;
-    // memory of the inputs neurofit copies (flattened Y; an f32 fit's rounded X) is planned
-    // before the copies are made
-    let copies = 8 * (n * units) as u64
-        + if dtype == Dtype::F32 {
-            8 * (n * f) as u64
-        } else {
-            0
-        };
+    // the selection path's backends round an f32 fit's X as they upload it; the other paths
+    // get a rounded copy
+    let round_x = dtype == Dtype::F32 && (per_unit || no_selection);
+    // memory of the inputs neurofit copies (flattened Y; a rounded X) is planned before the
+    // copies are made
+    let copies = 8 * (n * units) as u64 + if round_x { 8 * (n * f) as u64 } else { 0 };
     // on an explicit GPU, max_memory is the device's budget; the host's is what the OS has
     let host_budget = match (&params.device, params.max_memory) {
         (crate::Device::Gpu(_), _) | (_, None) => memory::default_cpu_budget(),
@@ -189,9 +187,9 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
         )));
     }
     check_values(x, "X", false, dtype)?;
-    let x: CowArray<f64, Ix2> = match dtype {
-        Dtype::F64 => x.into(),
-        Dtype::F32 => {
+    let x: CowArray<f64, Ix2> = match round_x {
+        false => x.into(),
+        true => {
             // rounded by all threads, which also share the fresh copy's page faults
             let mut r = Array2::<f64>::zeros(x.raw_dim());
             ndarray::Zip::from(&mut r)

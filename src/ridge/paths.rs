@@ -238,7 +238,8 @@ pub struct SelectedOutput {
 /// from its source and uploaded once, |r|, top-k, the gathered systems solved, and the
 /// solutions kept (scattered into a dense W, or as sparse weights).
 pub struct SelectedFit<'a> {
-    /// `n × F`.
+    /// `n × F`. An f32 fit's values need not be rounded: every backend rounds them to f32 as it
+    /// uploads them.
     pub x: ArrayView2<'a, f64>,
     /// The targets.
     pub y: &'a dyn Targets,
@@ -365,7 +366,7 @@ impl Job for SelectedFit<'_> {
         let mut corr_abs = self.keep_corr.then(|| Array2::<f64>::zeros((f, units)));
         let mut b = Array1::<f64>::zeros(units);
         let mut selected = Array2::<u32>::zeros((units, k));
-        for local in planner::ranges(units, chunk) {
+        for local in planner::balanced_ranges(units, chunk) {
             crate::cancel::check(self.cancel, "between unit chunks")?;
             let range = local.start + self.units.start..local.end + self.units.start;
             let t = Instant::now();
