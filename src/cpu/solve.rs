@@ -546,7 +546,7 @@ fn abs_sum<T: Real>(v: &[T]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// `aᵀb` with `a` widened to f64, in [`dot`]'s order of operations.
+/// `aᵀb` with `a` widened to f64, eight partial sums (so that it vectorises).
 #[inline(always)]
 fn dot_widened<T: Real>(a: &[T], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 8];
@@ -568,20 +568,7 @@ fn dot_widened<T: Real>(a: &[T], b: &[f64]) -> f64 {
 /// `aᵀb`, eight partial sums (so that it vectorises).
 #[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x8, y8) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(x8).zip(y8) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f64>() + tail
+    dot_widened(a, b)
 }
 
 /// `out = L⁻ᵀL⁻¹v` for the f32 Cholesky factor held in `l`, through the f32 vector `d`.

@@ -49,7 +49,7 @@ fn order_key(v: f64) -> u64 {
 /// The `k` best features of one unit, best first.
 ///
 /// Where `k` is at most a quarter of the features, a threshold from an evenly spaced sample of
-/// [`SAMPLE`] values keeps only the values at or above it as candidates (about 1.25·k plus a
+/// 512 values (`SAMPLE`) keeps only the values at or above it as candidates (about 1.25·k plus a
 /// margin); when at least `k` values pass, the `k` best of all are among them (they all have
 /// keys at or above the threshold), else every value is ranked. The result is the same either
 /// way; the threshold only saves building and selecting a key for every feature (measured at
