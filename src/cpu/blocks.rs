@@ -17,7 +17,6 @@
 
 use crate::linalg::{Gram, Real};
 use rayon::prelude::*;
-use std::sync::{Mutex, MutexGuard};
 
 /// Most bytes of blocks gathered at once (less where the memory budget is small): batches of
 /// 256 units at fc8 in f32.
@@ -54,74 +53,6 @@ pub fn batch_units(units: usize, k: usize, elem: u64, budget: u64, threads: usiz
     let cap = BATCH_BYTES.min(budget / 8);
     let fit = (cap / unit_bytes(k, elem).max(1)) as usize;
     fit.max(threads).max(1).min(units.max(1))
-}
-
-/// The batch buffer of one backend (one fit), kept from one chunk for the next: a fresh buffer
-/// is faulted in by every thread on 4 KiB pages ([`crate::linalg::populate_small_pages`]), which
-/// measured 0.09–0.2 s for a fresh 128 MB buffer faulted in by the gather's scattered writes
-/// against ~0.02 s populated, and a kept one costs nothing. The plan counts one batch.
-#[derive(Default)]
-pub struct BlockBuffers {
-    f32s: Mutex<Vec<f32>>,
-    f64s: Mutex<Vec<f64>>,
-}
-
-/// An element type of gathered blocks.
-pub trait BlockElem: Real {
-    /// The buffers' slot of this type.
-    fn slot(b: &BlockBuffers) -> &Mutex<Vec<Self>>;
-}
-
-impl BlockElem for f32 {
-    fn slot(b: &BlockBuffers) -> &Mutex<Vec<f32>> {
-        &b.f32s
-    }
-}
-
-impl BlockElem for f64 {
-    fn slot(b: &BlockBuffers) -> &Mutex<Vec<f64>> {
-        &b.f64s
-    }
-}
-
-impl Drop for BlockBuffers {
-    fn drop(&mut self) {
-        crate::linalg::release_pages(&mut lock(&self.f32s)[..]);
-        crate::linalg::release_pages(&mut lock(&self.f64s)[..]);
-    }
-}
-
-impl std::fmt::Debug for BlockBuffers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let bytes = lock(&self.f32s).len() * 4 + lock(&self.f64s).len() * 8;
-        write!(f, "BlockBuffers({bytes} bytes kept)")
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // a panic elsewhere cannot leave a Vec inconsistent
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl BlockBuffers {
-    /// A buffer of at least `len` elements (contents unspecified): the kept one when it is long
-    /// enough, else a new one, the kept one released first.
-    pub fn take<T: BlockElem>(&self, len: usize) -> Vec<T> {
-        let mut slot = lock(T::slot(self));
-        if slot.len() >= len {
-            return std::mem::take(&mut *slot);
-        }
-        *slot = Vec::new();
-        drop(slot);
-        let mut v = vec![T::default(); len];
-        crate::linalg::populate_small_pages(&mut v);
-        v
-    }
-
-    /// Keeps `v` for the next [`BlockBuffers::take`].
-    pub fn keep<T: BlockElem>(&self, v: Vec<T>) {
-        *lock(T::slot(self)) = v;
-    }
 }
 
 /// A raw pointer to the batch's blocks, shared by the threads that write disjoint parts of it.
@@ -276,19 +207,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_kept_buffer_serves_every_batch_it_is_long_enough_for() {
-        let b = BlockBuffers::default();
-        let v = b.take::<f32>(100);
-        let ptr = v.as_ptr();
-        b.keep(v);
-        let again = b.take::<f32>(60);
-        assert_eq!((again.as_ptr(), again.len()), (ptr, 100));
-        b.keep(again);
-        assert_eq!(b.take::<f32>(101).len(), 101, "a longer one replaces it");
-        assert!(lock(&b.f32s).is_empty());
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl<T: Real> Centred<T> {
                     }
                 }
                 for (col, s) in block.chunks_exact(stride).zip(sb.iter_mut()) {
-                    *s = sum_of_squares(&col[..n]);
+                    *s = sum_of_squares(col[..n].iter().copied());
                 }
             });
         Centred {
@@ -205,10 +205,10 @@ impl<T: Real> Centred<T> {
     }
 }
 
-/// Σ v² in f64, in ascending order.
-fn sum_of_squares<T: Real>(v: &[T]) -> f64 {
+/// Σ v² in f64, in order.
+fn sum_of_squares<T: Real>(v: impl IntoIterator<Item = T>) -> f64 {
     let mut s = 0.0;
-    for &x in v {
+    for x in v {
         let x = x.f64();
         s += x * x;
     }
@@ -221,12 +221,7 @@ fn sums_of_squares<T: Real>(ct: MatRef<'_, T>) -> Vec<f64> {
     (0..ct.nrows())
         .map(|j| {
             let row = ct.row(j);
-            let mut s = 0.0;
-            for i in 0..ct.ncols() {
-                let v = row[i].f64();
-                s += v * v;
-            }
-            s
+            sum_of_squares((0..ct.ncols()).map(|i| row[i]))
         })
         .collect()
 }

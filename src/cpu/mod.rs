@@ -32,8 +32,6 @@ pub struct CpuBackend {
     budget: u64,
     /// The chunk loop's large buffers, kept from one chunk for the next.
     recycler: Arc<recycle::Recycler>,
-    /// The per-unit solves' batch of gathered blocks, kept from one chunk for the next.
-    blocks: Arc<blocks::BlockBuffers>,
 }
 
 impl CpuBackend {
@@ -42,7 +40,6 @@ impl CpuBackend {
         CpuBackend {
             budget,
             recycler: Arc::default(),
-            blocks: Arc::default(),
         }
     }
 }
@@ -115,7 +112,7 @@ pub enum CpuGram {
 }
 
 /// Picks the per-precision members of the CPU's containers.
-trait Prec: blocks::BlockElem + recycle::Recyclable {
+trait Prec: Real + recycle::Recyclable {
     fn targets(t: &CpuTargets) -> (&OnceLock<Centred<Self>>, &OnceLock<Array2<Self>>);
 }
 
@@ -142,77 +139,15 @@ fn centred_cross<'a, T: Prec>(
     (yc, h)
 }
 
-/// Solves every unit's system in parallel: `solve(u, idx, work)` gathers unit `u`'s system for
-/// the feature indices `idx` into `work` and solves it there; `idx` is the unit's row of `idx`
-/// in ascending order (each column of G is then read front to back; the bias, index F, stays
-/// last). The solutions come back in the order of `idx`'s row; a failed factorisation names
-/// the pivot's position in that row.
-fn solve_units<F>(
-    idx: ArrayView2<u32>,
-    work: impl Fn() -> SolveWork + Sync + Send,
-    solve: F,
-) -> Vec<std::result::Result<Vec<f64>, usize>>
-where
-    F: Fn(usize, &[u32], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
-{
-    let m = idx.ncols();
-    (0..idx.nrows())
-        .into_par_iter()
-        .map_init(
-            || {
-                (
-                    work(),
-                    Vec::<(u32, usize)>::with_capacity(m),
-                    Vec::<u32>::with_capacity(m),
-                )
-            },
-            |(work, order, sorted), u| {
-                order.clear();
-                order.extend(idx.row(u).iter().enumerate().map(|(r, &j)| (j, r)));
-                order.sort_unstable();
-                sorted.clear();
-                sorted.extend(order.iter().map(|&(j, _)| j));
-                solve(u, sorted, work).map_err(|p| order[p].1)?;
-                let x = work.solution();
-                let mut theta = vec![0.0; m];
-                for (r, &(_, orig)) in order.iter().enumerate() {
-                    theta[orig] = x[r];
-                }
-                Ok(theta)
-            },
-        )
-        .collect()
-}
-
-/// Solves every unit's centred system, a batch of `batch` units at a time: each unit's row of
-/// `idx` is put in ascending order (each column of G is then read front to back; the bias,
-/// index F, stays last), the batch's blocks are gathered from `g` ([`blocks::gather_blocks`],
-/// into a buffer from `buffers`), and the units are solved in parallel: `solve(u, sorted,
-/// block, work)` fills unit `u`'s vectors for its sorted indices and solves with its packed
-/// block. The solutions come back in the order of `idx`'s row; a failed factorisation names the
-/// pivot's position in that row.
-fn solve_batched<T: Prec, F>(
-    g: &linalg::Gram<T>,
-    idx: ArrayView2<u32>,
-    batch: usize,
-    buffers: &blocks::BlockBuffers,
-    work: impl Fn() -> SolveWork + Sync + Send,
-    solve: F,
-) -> Vec<std::result::Result<Vec<f64>, usize>>
-where
-    F: Fn(usize, &[u32], &[T], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
-{
+/// Each row of `idx` (`units × m`) in ascending order (each column of G is then read front to
+/// back; the bias, index F, stays last), and for each sorted entry its position in the row.
+fn ascending_rows(idx: ArrayView2<u32>) -> (Vec<u32>, Vec<u32>) {
     let (units, m) = idx.dim();
-    if units == 0 {
-        return Vec::new();
-    }
-    let k = m - 1;
-    // each row ascending, and where each sorted entry came from
     let mut sorted = vec![0u32; units * m];
-    let mut order = vec![0u32; units * m];
+    let mut from = vec![0u32; units * m];
     sorted
-        .par_chunks_mut(m)
-        .zip(order.par_chunks_mut(m))
+        .par_chunks_mut(m.max(1))
+        .zip(from.par_chunks_mut(m.max(1)))
         .enumerate()
         .for_each(|(u, (s, o))| {
             let mut pairs: Vec<(u32, u32)> = idx
@@ -227,9 +162,69 @@ where
                 *oj = r;
             }
         });
+    (sorted, from)
+}
+
+/// A unit's solution `x` (in ascending order of its indices) put back in the order of its row
+/// (`from`: each sorted entry's position in the row, from [`ascending_rows`]).
+fn in_row_order(from: &[u32], x: &[f64]) -> Vec<f64> {
+    let mut theta = vec![0.0; from.len()];
+    for (&r, &v) in from.iter().zip(x) {
+        theta[r as usize] = v;
+    }
+    theta
+}
+
+/// Solves every unit's system in parallel: `solve(u, idx, work)` gathers unit `u`'s system for
+/// the feature indices `idx` into `work` and solves it there; `idx` is the unit's row of `idx`
+/// in ascending order ([`ascending_rows`]). The solutions come back in the order of `idx`'s row;
+/// a failed factorisation names the pivot's position in that row.
+fn solve_units<F>(
+    idx: ArrayView2<u32>,
+    work: impl Fn() -> SolveWork + Sync + Send,
+    solve: F,
+) -> Vec<std::result::Result<Vec<f64>, usize>>
+where
+    F: Fn(usize, &[u32], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
+{
+    let m = idx.ncols();
+    let (sorted, from) = ascending_rows(idx);
+    (0..idx.nrows())
+        .into_par_iter()
+        .map_init(work, |work, u| {
+            let from = &from[u * m..(u + 1) * m];
+            solve(u, &sorted[u * m..(u + 1) * m], work).map_err(|p| from[p] as usize)?;
+            Ok(in_row_order(from, work.solution()))
+        })
+        .collect()
+}
+
+/// Solves every unit's centred system, a batch of `batch` units at a time: each unit's row of
+/// `idx` is put in ascending order ([`ascending_rows`]), the batch's blocks are gathered from `g`
+/// ([`blocks::gather_blocks`], into the scratch buffer kept by `recycler`), and the units are
+/// solved in parallel: `solve(u, sorted, block, work)` fills unit `u`'s vectors for its sorted
+/// indices and solves with its packed block. The solutions come back in the order of `idx`'s
+/// row; a failed factorisation names the pivot's position in that row.
+fn solve_batched<T: Prec, F>(
+    g: &linalg::Gram<T>,
+    idx: ArrayView2<u32>,
+    batch: usize,
+    recycler: &recycle::Recycler,
+    work: impl Fn() -> SolveWork + Sync + Send,
+    solve: F,
+) -> Vec<std::result::Result<Vec<f64>, usize>>
+where
+    F: Fn(usize, &[u32], &[T], &mut SolveWork) -> std::result::Result<(), usize> + Sync,
+{
+    let (units, m) = idx.dim();
+    if units == 0 {
+        return Vec::new();
+    }
+    let k = m - 1;
+    let (sorted, order) = ascending_rows(idx);
     let batch = batch.clamp(1, units);
     let len = blocks::packed_len(k);
-    let mut buffer = buffers.take::<T>(batch * len);
+    let mut buffer = recycler.take_scratch::<T>(batch * len);
     let pool = std::sync::Mutex::new(Vec::<SolveWork>::new());
     let mut results = Vec::with_capacity(units);
     for u0 in (0..units).step_by(batch) {
@@ -246,18 +241,13 @@ where
                     let from = &order[u * m..(u + 1) * m];
                     let block = &buffer[(u - u0) * len..(u - u0 + 1) * len];
                     solve(u, row, block, work).map_err(|p| from[p] as usize)?;
-                    let x = work.solution();
-                    let mut theta = vec![0.0; m];
-                    for (&r, &v) in from.iter().zip(x) {
-                        theta[r as usize] = v;
-                    }
-                    Ok(theta)
+                    Ok(in_row_order(from, work.solution()))
                 },
             )
             .collect();
         results.extend(solved);
     }
-    buffers.keep(buffer);
+    recycler.keep_scratch(buffer);
     results
 }
 
@@ -314,7 +304,7 @@ fn solve_centred<T: Prec>(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
-    (budget, buffers): (u64, &blocks::BlockBuffers),
+    (budget, recycler): (u64, &recycle::Recycler),
 ) -> Result<UnitResults> {
     check_selection(idx, mean_x.len())?;
     let m = idx.ncols();
@@ -324,7 +314,7 @@ fn solve_centred<T: Prec>(
         g,
         idx,
         batch_for::<T>(budget, idx.nrows(), m),
-        buffers,
+        recycler,
         || SolveWork::new(m),
         |u, iu, block, work| {
             // ascending order keeps the bias, index F, last
@@ -397,7 +387,7 @@ fn solve_centred_data(
     y: &CpuTargets,
     idx: ArrayView2<u32>,
     alpha: f64,
-    (budget, buffers): (u64, &blocks::BlockBuffers),
+    (budget, recycler): (u64, &recycle::Recycler),
 ) -> Result<UnitResults> {
     check_selection(idx, x.mean.len())?;
     let m = idx.ncols();
@@ -407,7 +397,7 @@ fn solve_centred_data(
         g,
         idx,
         batch_for::<f32>(budget, idx.nrows(), m),
-        buffers,
+        recycler,
         || SolveWork::with_data(m, rows),
         |u, iu, block, work| {
             let features = &iu[..iu.len() - 1];
@@ -741,13 +731,13 @@ impl Backend for CpuBackend {
         let m = idx.ncols();
         let (results, refined) = match (g, &x.form) {
             (CpuGram::Centred64(g, mean, n), Form::C64(c)) => {
-                solve_centred(g, mean, *n, c, y, idx, alpha, (self.budget, &self.blocks))?
+                solve_centred(g, mean, *n, c, y, idx, alpha, (self.budget, &self.recycler))?
             }
             (CpuGram::Centred32(g, mean, n), Form::C32(c)) => {
-                solve_centred(g, mean, *n, c, y, idx, alpha, (self.budget, &self.blocks))?
+                solve_centred(g, mean, *n, c, y, idx, alpha, (self.budget, &self.recycler))?
             }
             (CpuGram::Centred64Low(g), Form::C64(c)) => {
-                solve_centred_data(g, c, x.rows, y, idx, alpha, (self.budget, &self.blocks))?
+                solve_centred_data(g, c, x.rows, y, idx, alpha, (self.budget, &self.recycler))?
             }
             (CpuGram::Plain(g), Form::Plain(at)) => (solve_plain(g, at, y, idx, alpha), 0),
             _ => {

@@ -187,16 +187,15 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
         )));
     }
     check_values(x, "X", false, dtype)?;
-    let x: CowArray<f64, Ix2> = match round_x {
-        false => x.into(),
-        true => {
-            // rounded by all threads, which also share the fresh copy's page faults
-            let mut r = Array2::<f64>::zeros(x.raw_dim());
-            ndarray::Zip::from(&mut r)
-                .and(x)
-                .par_for_each(|r, &v| *r = dtype.round(v));
-            r.into()
-        }
+    let x: CowArray<f64, Ix2> = if round_x {
+        // rounded by all threads, which also share the fresh copy's page faults
+        let mut r = Array2::<f64>::zeros(x.raw_dim());
+        ndarray::Zip::from(&mut r)
+            .and(x)
+            .par_for_each(|r, &v| *r = dtype.round(v));
+        r.into()
+    } else {
+        x.into()
     };
     let mut y2 = shape::flatten_units(y);
     check_values(y2.view(), "Y", params.select_sample.is_some(), dtype)?;
