@@ -2,9 +2,9 @@
 //!
 //! * One parity test per WGSL entry point against its CPU twin, through the backend primitive
 //!   that runs it: `gemm_tn::main` (Gram, cross products), `colstats::{col_sum, center,
-//!   col_sumsq}` + `corr::main` (correlations), `gather::main` + `cholesky::{factor, forward,
-//!   backward}` (selected solves), `nll::{build, trsm_rows, reduce}` + `cholesky::factor` (the
-//!   shrinkage scorer).
+//!   col_sumsq}` + `corr::main` (correlations), `gather::main` + `cholesky::{panel, update,
+//!   forward, backward}` or, for systems up to 32, `small_cholesky::factor_solve` (selected
+//!   solves), `nll::{build, trsm_rows, reduce}` + either factorisation (the shrinkage scorer).
 //! * Whole fits and perform_gsn, GPU against CPU.
 //! * Chunking (the user's chunk_size, down to one unit, and budgets forced tiny) gives bitwise
 //!   identical results on both backends.
@@ -211,9 +211,16 @@ fn refined_systems(describe: &str, q: usize) -> Option<usize> {
 /// Nearly collinear features (condition numbers ~1e12 with α = 1e-6): no f32 factor can
 /// precondition these, so the GPU's refinement gives way to the f64 factorisation for every unit;
 /// an exactly duplicated feature with α = 0 gives the f64 path's singular verdict. Both as on
-/// the CPU.
+/// the CPU, for systems of `k + 1` at most `CHOL_SMALL` (`small_cholesky.wgsl`) and above it
+/// (the blocked `cholesky.wgsl`).
 fn ill_conditioned_systems_fall_back_to_f64(dev: Device) {
-    let (n, f, q, k) = (200, 40, 5, 12);
+    for k in [12, 40] {
+        ill_conditioned_systems_of(&dev, k);
+    }
+}
+
+fn ill_conditioned_systems_of(dev: &Device, k: usize) {
+    let (n, f, q) = (200, 60, 5);
     let (mut x, y) = random(n, f, q, 77);
     for i in 0..n {
         for j in 1..f {
@@ -263,7 +270,7 @@ fn ill_conditioned_systems_fall_back_to_f64(dev: Device) {
         duplicate: false,
     };
     let (ct, cf, _) = backend(&Device::Cpu, None).run(&job).unwrap();
-    let (gt, gf, refined) = backend(&dev, None).run(&job).unwrap();
+    let (gt, gf, refined) = backend(dev, None).run(&job).unwrap();
     assert!(
         cf.iter().all(|f| f.is_none()) && gf == cf,
         "{gf:?} vs {cf:?}"
@@ -278,7 +285,7 @@ fn ill_conditioned_systems_fall_back_to_f64(dev: Device) {
         ..job
     };
     let (_, cf, _) = backend(&Device::Cpu, None).run(&singular).unwrap();
-    let (_, gf, refined) = backend(&dev, None).run(&singular).unwrap();
+    let (_, gf, refined) = backend(dev, None).run(&singular).unwrap();
     assert!(cf.iter().all(|f| f.is_some()), "{cf:?}");
     assert_eq!(gf, cf, "singular verdicts");
     assert_eq!(refined, 0);
@@ -624,7 +631,7 @@ fn main() {
         std::env::set_var(neurofit::gpu::SOLVE_ENV, "mixed");
     }
     let mut suite = Suite::new();
-    let prims: [(&str, Prim, (usize, usize, usize)); 9] = [
+    let prims: [(&str, Prim, (usize, usize, usize)); 11] = [
         // n > gemm_rows: the reduction runs in several accumulating passes
         (
             "gemm_tn::main (gram, several passes)",
@@ -648,22 +655,38 @@ fn main() {
             (1100, 400, 4),
         ),
         (
-            "gather::main + cholesky::{panel,forward,backward} (m = 6, one partial block)",
+            "gather::main + small_cholesky::factor_solve (m = 6)",
             Prim::Solves { k: 5, alpha: 1.0 },
             (60, 20, 30),
         ),
-        // m = 32: two full blocks, one update tile
+        // the largest system of the small kernel
         (
-            "gather::main + cholesky::{panel,update,forward,backward} (m = 32)",
+            "gather::main + small_cholesky::factor_solve (m = 32)",
             Prim::Solves { k: 31, alpha: 1.0 },
             (100, 40, 31),
+        ),
+        // the smallest of the blocked kernel: two full blocks and a partial one, three update
+        // tiles after the first block column
+        (
+            "gather::main + cholesky::{panel,update,forward,backward} (m = 33)",
+            Prim::Solves { k: 32, alpha: 1.0 },
+            (100, 40, 17),
         ),
         (
             "nll::{build,trsm_rows,reduce} + cholesky::{panel,update}",
             Prim::Nll,
             (300, 50, 23),
         ),
-        ("nll (N = 1)", Prim::Nll, (40, 1, 9)),
+        (
+            "nll + small_cholesky::factor_solve (N = 1)",
+            Prim::Nll,
+            (40, 1, 9),
+        ),
+        (
+            "nll + small_cholesky::factor_solve (N = 20)",
+            Prim::Nll,
+            (60, 20, 7),
+        ),
         (
             "sparse_predict::main",
             Prim::SparsePredict { k: 13 },

@@ -4,7 +4,7 @@
 
 use super::buffers::DevBuf;
 use super::context::GpuContext;
-use super::params::{CHOL_BLOCK, CHOL_TILE, GEMM_TILE};
+use super::params::{CHOL_BLOCK, CHOL_SMALL, CHOL_TILE, GEMM_TILE};
 use super::pipelines::{PipelineKey, Shader};
 use super::refine::REFINE;
 use crate::error::Result;
@@ -40,6 +40,10 @@ pub(super) const GATHER: Shader = Shader {
 pub(super) const CHOLESKY: Shader = Shader {
     name: "cholesky",
     source: include_str!("../../shaders/cholesky.wgsl"),
+};
+pub(super) const SMALL_CHOLESKY: Shader = Shader {
+    name: "small_cholesky",
+    source: include_str!("../../shaders/small_cholesky.wgsl"),
 };
 pub(super) const SPARSE_PREDICT: Shader = Shader {
     name: "sparse_predict",
@@ -212,8 +216,10 @@ impl GpuContext {
             keys.extend(["narrow", "setup", "step"].map(|e| (REFINE, e, Dtype::F64, Dtype::F64)));
             factor.insert(0, Dtype::F32);
         }
+        // the system size is not known yet: both kernels, the small one is quick to compile
         for p in factor {
             keys.extend(["panel", "update"].map(|e| (CHOLESKY, e, p, p)));
+            keys.push((SMALL_CHOLESKY, "factor_solve", p, p));
         }
         keys.extend(["forward", "backward"].map(|e| (CHOLESKY, e, sreal, sreal)));
         keys
@@ -419,8 +425,9 @@ impl GpuContext {
         )
     }
 
-    /// Factorises `s.units` systems in place (see `cholesky.wgsl`: blocked, right-looking); a
-    /// pivot `≤ tol · (original diagonal)` marks the system failed in its status word.
+    /// Factorises `s.units` systems in place (systems up to [`CHOL_SMALL`]: `small_cholesky.wgsl`,
+    /// one dispatch; larger ones `cholesky.wgsl`: blocked, right-looking); a pivot
+    /// `≤ tol · (original diagonal)` marks the system failed in its status word.
     pub fn batched_cholesky_factor(
         &self,
         enc: &mut wgpu::CommandEncoder,
@@ -428,6 +435,9 @@ impl GpuContext {
         sreal: Dtype,
         tol: f32,
     ) -> Result<()> {
+        if s.m <= CHOL_SMALL {
+            return self.small_cholesky(enc, s, sreal, tol, false);
+        }
         let panel = self.pipeline(CHOLESKY, "panel", sreal, sreal)?;
         let update = self.pipeline(CHOLESKY, "update", sreal, sreal)?;
         let max_pairs = self.params.max_groups as usize;
@@ -484,6 +494,9 @@ impl GpuContext {
             Dtype::F32 => f32::EPSILON as f64,
         };
         let tol = crate::linalg::singular_pivot_tolerance(s.m, eps) as f32;
+        if s.m <= CHOL_SMALL {
+            return self.small_cholesky(enc, s, sreal, tol, true);
+        }
         self.batched_cholesky_factor(enc, s, sreal, tol)?;
         let forward = self.pipeline(CHOLESKY, "forward", sreal, sreal)?;
         let backward = self.pipeline(CHOLESKY, "backward", sreal, sreal)?;
@@ -515,5 +528,37 @@ impl GpuContext {
             run(enc, &backward, j0)?;
         }
         Ok(())
+    }
+
+    /// Factorises (and with `solve`, solves) `s.units` systems of at most [`CHOL_SMALL`] in one
+    /// dispatch of `small_cholesky.wgsl`: one workgroup per system.
+    fn small_cholesky(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        s: &Systems,
+        sreal: Dtype,
+        tol: f32,
+        solve: bool,
+    ) -> Result<()> {
+        debug_assert!(s.m <= CHOL_SMALL);
+        let pl = self.pipeline(SMALL_CHOLESKY, "factor_solve", sreal, sreal)?;
+        let p = self.uniform(&CholParams {
+            m: u(s.m),
+            j0: 0,
+            j1: u32::from(solve),
+            tol,
+        });
+        self.dispatch(
+            enc,
+            &pl,
+            &[
+                (0, &s.sys.buf),
+                (1, &s.rhs.buf),
+                (2, &s.status.buf),
+                (3, &p),
+                (4, &s.diag.buf),
+            ],
+            (u(s.units), 1, 1),
+        )
     }
 }

@@ -68,7 +68,7 @@ impl KernelParams {
         format!(
             "alias real = {};\nalias sreal = {};\n\
              const WG: u32 = {}u;\nconst TILE: u32 = {}u;\nconst KT: u32 = {}u;\n\
-             const CB: u32 = {}u;\nconst CT: u32 = {}u;\n\
+             const CB: u32 = {}u;\nconst CT: u32 = {}u;\nconst CS: u32 = {}u;\n\
              const LOW_VARIANCE: f32 = {:e};\n\
              // correlation of a zero-variance unit; the host reads it back as NaN\n\
              const UNDEFINED_CORR: f32 = -1.0;\n",
@@ -79,6 +79,7 @@ impl KernelParams {
             self.k_step,
             CHOL_BLOCK,
             CHOL_TILE,
+            CHOL_SMALL,
             LOW_VARIANCE,
         )
     }
@@ -140,6 +141,14 @@ pub const CHOL_TILE: usize = 32;
 // two 32 × 16 slices of L21, the 32 × 32 tile held 2 × 2 per thread by 16 × 16 threads
 const _: () = assert!(CHOL_BLOCK * CHOL_BLOCK == 256 && CHOL_TILE == 32);
 
+/// Largest system factored by `small_cholesky.wgsl` (`CS`): one workgroup of `CS` threads per
+/// system, one row per thread, the whole system in workgroup memory (32 × 33 f64: 8.4 KiB).
+/// Larger systems go to the blocked kernel (`cholesky.wgsl`).
+pub const CHOL_SMALL: usize = 32;
+
+// `small_cholesky.wgsl` declares its workgroup arrays for this size
+const _: () = assert!(CHOL_SMALL == 32);
+
 /// Largest system refined on software adapters: a `refine.wgsl` step walks
 /// `m·⌈m/WG⌉ + 2k·(⌈k/WG⌉ + 1)` loop trips per invocation, far below llvmpipe's cap at this size.
 pub const SOFTWARE_REFINE_MAX_SYSTEM: usize = 1024;
@@ -191,6 +200,7 @@ mod tests {
             "const WG",
             "const TILE",
             "const KT",
+            "const CS",
             "LOW_VARIANCE",
             "UNDEFINED_CORR",
         ] {
@@ -217,6 +227,10 @@ mod tests {
             assert!(panel < 65_535, "m = {m}: {panel}");
         }
         assert!(p.trsm_rows(1000) * 1000 < 65_535);
+        // small_cholesky.wgsl: a thread loads and stores m²/CS elements, walks at most m
+        // columns of at most m updates, then 2m solve columns
+        let s = CHOL_SMALL;
+        assert!(2 * s * s / s + s * s + 2 * s < 65_535);
         // refine.wgsl: setup/step walk the matrix-vector product, two triangular solves with
         // the f32 factor and a few vector loops
         let (m, wg) = (p.refine_max_system, p.workgroup as usize);
