@@ -636,15 +636,21 @@ const MADV_POPULATE_WRITE: libc::c_int = 23;
 /// `aᵀ` as a column-major faer matrix (columns SIMD-aligned): the operand layout faer's
 /// products run fastest on.
 pub fn transposed(a: ArrayView2<f64>) -> Mat<f64> {
-    transposed_impl(a, false)
+    transposed_impl(a, false, |v| v)
 }
 
 /// `X₁ᵀ = [X | 1]ᵀ` (a final row of ones) built directly, without materialising `X₁`.
 pub fn transposed_with_bias(a: ArrayView2<f64>) -> Mat<f64> {
-    transposed_impl(a, true)
+    transposed_impl(a, true, |v| v)
 }
 
-fn transposed_impl(a: ArrayView2<f64>, bias: bool) -> Mat<f64> {
+/// [`transposed`] (with a final row of ones where `bias`) with every value passed through
+/// `round` as it is copied (an f32 fit's values rounded to f32 without a rounded copy of `a`).
+pub fn transposed_rounded(a: ArrayView2<f64>, bias: bool, round: impl Fn(f64) -> f64) -> Mat<f64> {
+    transposed_impl(a, bias, round)
+}
+
+fn transposed_impl(a: ArrayView2<f64>, bias: bool, round: impl Fn(f64) -> f64) -> Mat<f64> {
     let (n, p) = a.dim();
     let rows = p + usize::from(bias);
     let mut at = mat_zeros::<f64>(rows, n);
@@ -656,7 +662,7 @@ fn transposed_impl(a: ArrayView2<f64>, bias: bool) -> Mat<f64> {
             for i in i0..(i0 + T).min(n) {
                 let mut col = at.col_mut(i);
                 for j in j0..(j0 + T).min(p) {
-                    col[j] = a[(i, j)];
+                    col[j] = round(a[(i, j)]);
                 }
             }
         }

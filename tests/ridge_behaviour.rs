@@ -424,8 +424,58 @@ fn explicit_gpu_without_a_matching_adapter_is_a_clear_error() {
 
 type Case = (&'static str, fn(Device));
 
+/// An f32 fit and an f32 model see X only through its f32 rounding, on every path (selection,
+/// dense primal, dense dual, per-unit) and in predict (plain and with spatial_norm): results are
+/// bit for bit those of X rounded first (the backends round as they upload, not a copy).
+fn f32_fits_see_x_through_its_f32_rounding(dev: Device) {
+    // how many values differ in their bits (0 when identical)
+    let differ = |a: &ndarray::ArrayD<f64>, b: &ndarray::ArrayD<f64>| {
+        assert_eq!(a.shape(), b.shape());
+        a.iter()
+            .zip(b.iter())
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count()
+    };
+    for (n, f, k, per_unit) in [
+        (40, 30, 6, false),
+        (40, 12, 0, false),
+        (10, 30, 0, false),
+        (40, 30, 6, true),
+    ] {
+        let (x, y) = data(n, f, 4);
+        // values that f32 cannot hold exactly
+        let x = x.mapv(|v| v * (1.0 + 1e-9));
+        let xr = x.mapv(|v| Dtype::F32.round(v));
+        let mut q = p(k, &dev);
+        q.dtype = Dtype::F32;
+        q.save_select_feat = per_unit;
+        let a = fit(x.view(), y.view().into_dyn(), &q).unwrap();
+        let b = fit(xr.view(), y.view().into_dyn(), &q).unwrap();
+        let case = format!("n {n}, F {f}, k {k}, per-unit {per_unit}");
+        assert_eq!(differ(&a.model.w, &b.model.w), 0, "W: {case}");
+        assert_eq!(differ(&a.model.b, &b.model.b), 0, "b: {case}");
+        let pa = a.model.predict(x.view(), &dev).unwrap();
+        let pb = a.model.predict(xr.view(), &dev).unwrap();
+        assert_eq!(differ(&pa, &pb), 0, "predict: {case}");
+    }
+    let (x, y) = data(40, 30, 4);
+    let x = x.mapv(|v| v * (1.0 + 1e-9));
+    let xr = x.mapv(|v| Dtype::F32.round(v));
+    let mut q = p(6, &dev);
+    q.dtype = Dtype::F32;
+    q.spatial_norm = Some(SpatialNorm::Norm1);
+    let m = fit(x.view(), y.view().into_dyn(), &q).unwrap().model;
+    let pa = m.predict(x.view(), &dev).unwrap();
+    let pb = m.predict(xr.view(), &dev).unwrap();
+    assert_eq!(differ(&pa, &pb), 0, "predict with spatial_norm");
+}
+
 fn main() {
     let cases: Vec<Case> = vec![
+        (
+            "f32_fits_see_x_through_its_f32_rounding",
+            f32_fits_see_x_through_its_f32_rounding,
+        ),
         (
             "n_feat_above_features_warns_and_fits_without_selection",
             n_feat_above_features_warns_and_fits_without_selection,

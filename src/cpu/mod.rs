@@ -643,10 +643,10 @@ impl Backend for CpuBackend {
                     && solve::mixed_allowed(),
             });
         }
-        let at = if layout.bias {
-            linalg::transposed_with_bias(a)
-        } else {
-            linalg::transposed(a)
+        // an f32 fit's values rounded as they are copied (the trait's contract)
+        let at = match dtype {
+            Dtype::F64 => linalg::transposed_rounded(a, layout.bias, |v| v),
+            Dtype::F32 => linalg::transposed_rounded(a, layout.bias, |v| dtype.round(v)),
         };
         Ok(CpuFeatures {
             form: Form::Plain(at),

@@ -168,9 +168,9 @@ pub fn fit(x: ArrayView2<f64>, y: ArrayViewD<f64>, params: &FitParams) -> Result
     let k = if params.n_feat == 0 { f } else { params.n_feat };
     let per_unit = params.per_unit_path();
     let no_selection = k >= f;
-    // the selection path's backends round an f32 fit's X as they upload it; the other paths
-    // get a rounded copy
-    let round_x = dtype == Dtype::F32 && (per_unit || no_selection);
+    // the backends round an f32 fit's X as they upload it (selection and dense paths); the
+    // per-unit path, which reads X on the host, gets a rounded copy
+    let round_x = dtype == Dtype::F32 && per_unit;
     // memory of the inputs neurofit copies (flattened Y; a rounded X) is planned before the
     // copies are made
     let copies = 8 * (n * units) as u64 + if round_x { 8 * (n * f) as u64 } else { 0 };

@@ -154,10 +154,11 @@ impl RidgeModel {
         if rows == 0 {
             return Err(Error::InvalidInput("X has no samples".into()));
         }
-        // an f32 model rounds its input first; f64 uses X as given (no copy)
-        let xr: CowArray<f64, Ix2> = match self.dtype {
-            Dtype::F64 => x.into(),
-            Dtype::F32 => x.mapv(|v| self.dtype.round(v)).into(),
+        // an f32 model sees X rounded to f32: the backends round it as they upload it; the
+        // spatial_norm path, which reads X on the host, gets a rounded copy
+        let xr: CowArray<f64, Ix2> = match (self.dtype, self.spatial_norm) {
+            (Dtype::F32, Some(_)) => x.mapv(|v| self.dtype.round(v)).into(),
+            _ => x.into(),
         };
         super::check_values(x, "X", false, self.dtype)?;
         // one unit axis: W is already F × U (any layout); N-d units are flattened (a copy)

@@ -19,7 +19,7 @@ use crate::dispatch;
 use crate::error::{Error, Result};
 use crate::io::{self, npz::write_npz, NpzMember, NpzReader};
 use crate::Dtype;
-use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, Axis, CowArray, Ix1, Ix2};
+use ndarray::{s, Array1, Array2, ArrayD, ArrayView2, Axis, Ix1};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -199,14 +199,8 @@ impl SparseModel {
             return Err(Error::InvalidInput("X has no samples".into()));
         }
         super::check_values(x, "X", false, self.dtype)?;
-        let xr: CowArray<f64, Ix2> = match self.dtype {
-            Dtype::F64 => x.into(),
-            Dtype::F32 => x.mapv(|v| self.dtype.round(v)).into(),
-        };
-        let job = SparsePredict {
-            x: xr.view(),
-            model: self,
-        };
+        // no rounded copy: the backends round an f32 model's X as they upload it
+        let job = SparsePredict { x, model: self };
         let flops = 2.0 * (rows * self.idx.len()) as f64;
         let out = dispatch::run(device, self.dtype, flops, None, "predict", &job)?.output;
         let out = out.mapv(|v| self.dtype.round(v));
@@ -449,8 +443,10 @@ pub enum PartWeights {
     Sparse(Array2<u32>, Array2<f64>),
 }
 
-/// A fingerprint of a fit's inputs and options: CRC-32 of X's values, Y's shape and the values of
-/// its first and last (up to) 64 units, and the options that change results.
+/// A fingerprint of a fit's inputs and options: CRC-32 of X's values (rounded to the fit's
+/// precision, so that an f32 fit of f64 inputs and of the same values stored as f32 agree), Y's
+/// shape and the values of its first and last (up to) 64 units, and the options that change
+/// results. X is hashed row by row, without a copy.
 pub fn fingerprint(
     x: ArrayView2<f64>,
     y: &dyn Targets,
@@ -458,15 +454,18 @@ pub fn fingerprint(
     sparse: bool,
 ) -> Result<String> {
     let mut h = crc32fast::Hasher::new();
-    let mut put = |v: &[f64]| {
-        for x in v {
-            h.update(&x.to_le_bytes());
-        }
+    let mut bytes = Vec::new();
+    let mut put = |v: &mut dyn Iterator<Item = f64>| {
+        bytes.clear();
+        bytes.extend(v.flat_map(f64::to_le_bytes));
+        h.update(&bytes);
     };
-    put(&x.iter().copied().collect::<Vec<_>>());
+    for row in x.rows() {
+        put(&mut row.iter().map(|&v| p.dtype.round(v)));
+    }
     let units = y.units();
     for r in [0..units.min(64), units.saturating_sub(64)..units] {
-        put(&y.read(r)?.iter().copied().collect::<Vec<_>>());
+        put(&mut y.read(r)?.iter().copied());
     }
     Ok(format!(
         "crc {:08x}; X {:?}; Y {:?} x {}; alpha {:e}; n_feat {}; dtype {}; form {}",
@@ -481,12 +480,9 @@ pub fn fingerprint(
     ))
 }
 
-/// Checks a streamed fit's inputs and options; returns X rounded to the fit's precision and k.
-fn prepare<'a>(
-    x: ArrayView2<'a, f64>,
-    y: &dyn Targets,
-    params: &FitParams,
-) -> Result<(CowArray<'a, f64, Ix2>, usize)> {
+/// Checks a streamed fit's inputs and options; returns k. X is not copied: the backends round
+/// an f32 fit's X as they upload it.
+fn prepare(x: ArrayView2<f64>, y: &dyn Targets, params: &FitParams) -> Result<usize> {
     params.validate()?;
     let (n, f) = x.dim();
     if y.rows() != n {
@@ -512,12 +508,7 @@ fn prepare<'a>(
         )));
     }
     super::check_values(x, "X", false, params.dtype)?;
-    // an f32 fit rounds X first; an f64 fit uses it as given (no copy)
-    let xr: CowArray<f64, Ix2> = match params.dtype {
-        Dtype::F64 => x.into(),
-        Dtype::F32 => x.mapv(|v| params.dtype.round(v)).into(),
-    };
-    Ok((xr, k))
+    Ok(k)
 }
 
 /// Fits the flat units of `shard` of `y` (read chunk by chunk) against `x`, on the selection path
@@ -530,9 +521,9 @@ pub fn fit_part(
     shard: Shard,
     sparse: bool,
 ) -> Result<Part> {
-    let (xr, k) = prepare(x, y, params)?;
-    let f = xr.ncols();
-    let fingerprint = fingerprint(xr.view(), y, params, sparse)?;
+    let k = prepare(x, y, params)?;
+    let f = x.ncols();
+    let fingerprint = fingerprint(x, y, params, sparse)?;
     let range = shard.range(y.units());
     let report = |d: usize| {
         if let Some(p) = &params.progress {
@@ -540,7 +531,7 @@ pub fn fit_part(
         }
     };
     let job = SelectedFit {
-        x: xr.view(),
+        x,
         y,
         units: range.clone(),
         k,
@@ -596,9 +587,9 @@ pub fn fit_dense_to_file(
     path: &Path,
     as_part: bool,
 ) -> Result<String> {
-    let (xr, k) = prepare(x, y, params)?;
-    let fp = fingerprint(xr.view(), y, params, false)?;
-    let f = xr.ncols();
+    let k = prepare(x, y, params)?;
+    let fp = fingerprint(x, y, params, false)?;
+    let f = x.ncols();
     let unit_shape = y.unit_shape().to_vec();
     let range = shard.range(y.units());
     let dtype = params.dtype;
@@ -652,7 +643,7 @@ pub fn fit_dense_to_file(
             std::io::Write::write_all(&mut *z, &buf).map_err(|e| io::io_err(path, e))
         };
         let job = SelectedFit {
-            x: xr.view(),
+            x,
             y,
             units: range.clone(),
             k,
