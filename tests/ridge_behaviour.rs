@@ -394,6 +394,21 @@ fn the_budget_holds_on_every_path(dev: Device) {
     assert!(matches!(e, Error::OutOfMemory(_)), "per-unit: {e}");
 }
 
+/// A prediction whose output (10⁶ samples × 10⁶ units: 8 TB) cannot fit is refused with an
+/// out-of-memory error before anything large is allocated, dense and sparse.
+fn predict_larger_than_memory_is_refused(dev: Device) {
+    let (f, u, rows) = (4usize, 1_000_000usize, 1_000_000usize);
+    let w = Array2::<f64>::from_elem((f, u), 0.5);
+    let m = RidgeModel::from_flat_owned(w, Array1::zeros(u), None, &[u], Dtype::F64, None).unwrap();
+    let x = Array2::<f64>::from_elem((rows, f), 1.0);
+    let e = m.predict(x.view(), &dev).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "dense: {e}");
+    assert!(e.to_string().contains("predict"), "{e}");
+    let sparse = neurofit::ridge::stream::SparseModel::from_dense(&m).unwrap();
+    let e = sparse.predict(x.view(), &dev).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "sparse: {e}");
+}
+
 fn f32_overflow_is_named(dev: Device) {
     let (mut x, y) = data(20, 5, 2);
     x[(2, 3)] = 1e300;
@@ -530,6 +545,10 @@ fn main() {
             the_budget_holds_on_every_path,
         ),
         ("f32_overflow_is_named", f32_overflow_is_named),
+        (
+            "predict_larger_than_memory_is_refused",
+            predict_larger_than_memory_is_refused,
+        ),
         (
             "a_cancelled_fit_stops_with_interrupted",
             a_cancelled_fit_stops_with_interrupted,

@@ -2,6 +2,7 @@
 //! the adapter's binding limit into chunk sizes. Every chunked path gives the same result as the
 //! unchunked one; tests force tiny budgets to prove it.
 
+use super::memory::format_size;
 use crate::error::{Error, Result};
 
 /// Memory facts a plan is made against.
@@ -73,12 +74,12 @@ pub fn items_per_chunk(stage: &Stage, lim: &Limits) -> Result<u64> {
     }
     if stage.fixed + stage.per_item > lim.budget {
         return Err(Error::OutOfMemory(format!(
-            "{}: needs at least {} bytes ({} fixed + {} per item) but the memory budget is {} bytes; raise max_memory",
+            "{}: needs at least {} ({} fixed + {} per item) but the memory budget is {}; raise max_memory or shrink the problem",
             stage.name,
-            stage.fixed + stage.per_item,
-            stage.fixed,
-            stage.per_item,
-            lim.budget
+            format_size(stage.fixed + stage.per_item),
+            format_size(stage.fixed),
+            format_size(stage.per_item),
+            format_size(lim.budget)
         )));
     }
     if stage.per_item_binding > lim.max_binding {

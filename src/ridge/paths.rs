@@ -21,7 +21,12 @@ fn bytes(elems: usize) -> u64 {
 
 /// Adds host-side buffers to a backend's stage when the backend shares host memory (the CPU);
 /// otherwise checks them against the host budget on their own.
-fn with_host<B: Backend>(be: &B, mut stage: Stage, host: u64, what: &str) -> Result<Stage> {
+pub(crate) fn with_host<B: Backend>(
+    be: &B,
+    mut stage: Stage,
+    host: u64,
+    what: &str,
+) -> Result<Stage> {
     if be.shares_host_memory() {
         stage.fixed += host;
     } else {
@@ -474,6 +479,8 @@ fn cross_chunked<B: Backend>(
 ) -> Result<Array2<f64>> {
     let (rows, q) = b.dim();
     let mut per = be.plan(Op::Cross { q, rows, p }, dtype);
+    // errors name the caller's stage (a predict, a dense fit), not the product
+    per.name = fixed.name;
     per.fixed += fixed.fixed;
     per.fixed_binding = per.fixed_binding.max(fixed.fixed_binding);
     let chunk = planner::items_per_chunk(&per, &be.limits())? as usize;
@@ -580,6 +587,7 @@ impl Job for Predict<'_> {
         // W as given and the output
         let host = bytes(f * self.w.ncols() + rows * self.w.ncols());
         fixed = with_host(be, fixed, host, "predict")?;
+        fixed.name = "predict";
         let xt = be.upload_features(self.x.t(), layout, self.dtype)?;
         let mut out = cross_chunked(be, &xt, self.w, rows, &fixed, self.dtype)?;
         out += &self.b.insert_axis(Axis(0));

@@ -256,10 +256,11 @@ impl dispatch::Job for SparsePredict<'_> {
         );
         stage.fixed += xs.fixed;
         stage.fixed_binding = stage.fixed_binding.max(xs.fixed_binding);
-        if be.shares_host_memory() {
-            // X and the model as given, the output
-            stage.fixed += 8 * (rows * f + units * (2 * k + 1) + rows * units) as u64;
-        }
+        // X and the model as given, the output: counted in the budget of a backend that shares
+        // the host's memory, else checked against the host's available memory
+        let host = 8 * (rows * f + units * (2 * k + 1) + rows * units) as u64;
+        let mut stage = super::paths::with_host(be, stage, host, "sparse predict")?;
+        stage.name = "sparse predict";
         let chunk = planner::items_per_chunk(&stage, &be.limits())? as usize;
         let x = be.upload_features(self.x, layout, m.dtype)?;
         let mut out = Array2::<f64>::zeros((rows, units));
