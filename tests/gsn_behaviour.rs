@@ -21,6 +21,95 @@ fn on(device: Device) -> GsnOptions {
     }
 }
 
+/// GSN on more units than memory holds (40 000 units: ~24 N × N f64 matrices are ~290 GiB) is
+/// refused with an out-of-memory error before anything large is allocated, and so is a run whose
+/// max_memory is below its plan; calc_shrunken_covariance refuses the same way.
+fn gsn_larger_than_memory_is_refused(dev: Device) {
+    let big = Array3::<f64>::from_elem((40_000, 3, 2), 1.0);
+    let e = perform_gsn(big.view(), &on(dev.clone())).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+    assert!(e.to_string().contains("40000 units"), "{e}");
+    let d = data(200, 20, 3, 5);
+    let planned = neurofit::gsn::host_bytes(200, 20, 3);
+    let o = GsnOptions {
+        max_memory: Some(planned / 2),
+        device: Device::Cpu,
+        ..on(dev.clone())
+    };
+    let e = perform_gsn(d.view(), &o).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+    let wide = Array2::<f64>::from_elem((10, 200_000), 1.0).into_dyn();
+    let levels = neurofit::gsn::shrink::default_levels();
+    let e =
+        neurofit::gsn::calc_shrunken_covariance(wide.view(), 5, &levels, false, &dev).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+}
+
+/// A leave-out that leaves fewer than 2 observations to train on is an error, not a panic or a
+/// covariance divided by zero.
+fn calc_leaveout_leaving_too_few_rows_is_an_error(dev: Device) {
+    let x = |nobs: usize| {
+        Array2::from_shape_fn((nobs, 3), |(i, j)| {
+            (i * 3 + j) as f64 + 0.5 * (i * j) as f64
+        })
+        .into_dyn()
+    };
+    let levels = neurofit::gsn::shrink::default_levels();
+    let calc = |nobs: usize, leaveout: usize| {
+        neurofit::gsn::calc_shrunken_covariance(x(nobs).view(), leaveout, &levels, false, &dev)
+    };
+    // 4 observations, all held out; 3 observations, round(1.5) = 2 held out (half to even)
+    for (nobs, leaveout) in [(4, 1), (3, 2)] {
+        let e = calc(nobs, leaveout).unwrap_err();
+        assert!(
+            matches!(e, Error::InsufficientData(_)),
+            "{nobs} / {leaveout}: {e}"
+        );
+    }
+    // 2 of 4 held out leaves 2 to train on
+    assert!(calc(4, 2).is_ok());
+}
+
+/// The CLI's peak memory for GSN on 1500 units stays within the plan (`host_bytes`, plus the
+/// process's own ~tens of MB), and a --max-memory below the plan is refused with no output.
+#[cfg(target_os = "linux")]
+fn gsn_peak_memory_stays_within_its_plan() {
+    let d = tmpdir("gsn-rss");
+    let (n, c, t) = (1500, 100, 3);
+    let path = d.join("data.npy");
+    neurofit::io::write_npy(&path, &data(n, c, t, 8).into_dyn()).unwrap();
+    let out = d.join("out.npz");
+    let mut cmd = bin();
+    cmd.args(["gsn", "--quiet", "--device", "cpu", "--data"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&out);
+    let (ok, rss) = peak_rss(cmd);
+    assert!(ok && out.exists(), "GSN failed");
+    let plan = neurofit::gsn::host_bytes(n, c, t) + (64 << 20);
+    assert!(rss <= plan, "peak RSS {rss} bytes above the plan {plan}");
+    let small = d.join("small.npz");
+    let o = bin()
+        .args([
+            "gsn",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--max-memory",
+            "100MB",
+            "--data",
+        ])
+        .arg(&path)
+        .arg("--out")
+        .arg(&small)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("memory budget"), "{err}");
+    assert!(!small.exists());
+}
+
 fn too_few_trials_or_conditions_are_errors(dev: Device) {
     let e = perform_gsn(data(4, 10, 1, 1).view(), &on(dev.clone())).unwrap_err();
     assert!(
@@ -191,7 +280,7 @@ fn data_whose_covariance_overflows_is_an_error_not_a_silent_answer(dev: Device) 
 type Case = (&'static str, fn(Device));
 
 fn main() {
-    let cases: [Case; 14] = [
+    let cases: [Case; 16] = [
         (
             "too_few_trials_or_conditions_are_errors",
             too_few_trials_or_conditions_are_errors,
@@ -242,11 +331,24 @@ fn main() {
             "a_budget_for_one_selection_at_a_time_changes_nothing",
             a_budget_for_one_selection_at_a_time_changes_nothing,
         ),
+        (
+            "gsn_larger_than_memory_is_refused",
+            gsn_larger_than_memory_is_refused,
+        ),
+        (
+            "calc_leaveout_leaving_too_few_rows_is_an_error",
+            calc_leaveout_leaving_too_few_rows_is_an_error,
+        ),
     ];
     let mut suite = Suite::new();
     for (name, f) in cases {
         suite.each_backend(name, true, f);
     }
+    #[cfg(target_os = "linux")]
+    suite.test(
+        "gsn_peak_memory_stays_within_its_plan",
+        gsn_peak_memory_stays_within_its_plan,
+    );
     suite.run()
 }
 
@@ -256,10 +358,11 @@ fn a_budget_for_one_selection_at_a_time_changes_nothing(dev: Device) {
     let d = data(60, 20, 3, 31);
     let free = perform_gsn(d.view(), &on(dev.clone())).unwrap();
     // about one selection's peak (the noise selection's 12 held-out points, full route; its rows
-    // route on 32 contrast rows takes a little more): the budget holds one, not two
+    // route on 32 contrast rows takes a little more) besides the matrices GSN holds anyway
+    // (`host_bytes`): the budget holds one selection, not two
     let one = neurofit::gsn::shrink::selection_peak_bytes(60, 12, None);
     let o = GsnOptions {
-        max_memory: Some(one + one / 4),
+        max_memory: Some(neurofit::gsn::host_bytes(60, 20, 3) + one + one / 4),
         ..on(dev)
     };
     let tight = perform_gsn(d.view(), &o).unwrap();

@@ -69,6 +69,12 @@ pub fn calc_shrunken_covariance_on<B: Backend>(
             }
             let p = randperm(nobs);
             let v = held_out_count(nobs, leaveout);
+            if nobs - v < 2 {
+                return Err(Error::InsufficientData(format!(
+                    "leaveout = {leaveout} holds out {v} of the {nobs} observations, leaving {} to estimate the training covariance from (at least 2 are needed)",
+                    nobs - v
+                )));
+            }
             let train = x.select(Axis(0), &p[v..]);
             let (ct, mu, centred) = cov_centred(train.view());
             let pts = &x.select(Axis(0), &p[..v]) - &mu.view().insert_axis(Axis(0));
