@@ -425,7 +425,7 @@ impl GpuContext {
         )
     }
 
-    /// Factorises `s.units` systems in place (systems up to [`CHOL_SMALL`]: `small_cholesky.wgsl`,
+    /// Factorises `s.units` systems in place (systems up to `CHOL_SMALL` = 32: `small_cholesky.wgsl`,
     /// one dispatch; larger ones `cholesky.wgsl`: blocked, right-looking); a pivot
     /// `≤ tol · (original diagonal)` marks the system failed in its status word.
     pub fn batched_cholesky_factor(
@@ -530,7 +530,7 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Factorises (and with `solve`, solves) `s.units` systems of at most [`CHOL_SMALL`] in one
+    /// Factorises (and with `solve`, solves) `s.units` systems of at most `CHOL_SMALL` in one
     /// dispatch of `small_cholesky.wgsl`: one workgroup per system.
     fn small_cholesky(
         &self,
