@@ -22,15 +22,7 @@
 // Loop trips per invocation stay far below llvmpipe's 65 535 cap: a panel thread walks
 // ⌈m / WG⌉ rows of CB²/2 steps, an update thread one tile of CB steps.
 
-struct Params {
-    m: u32, j0: u32, j1: u32, tol: f32,
-}
-
-@group(0) @binding(0) var<storage, read_write> sys: array<sreal>;
-@group(0) @binding(1) var<storage, read_write> rhs: array<sreal>;
-@group(0) @binding(2) var<storage, read_write> status: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
-@group(0) @binding(4) var<storage, read> diag: array<sreal>; // original diagonals (panel only)
+// Params and bindings (sys, rhs, status, p, diag): cholesky_params.wgsl, placed before this file.
 
 var<workgroup> w_state: u32;
 var<workgroup> w_val: sreal;

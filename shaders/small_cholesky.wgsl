@@ -17,15 +17,7 @@
 // panel/update/forward/backward dispatches, and no thread idles on a 256-wide workgroup. Loop
 // trips per invocation are at most CS² (far below llvmpipe's 65 535 cap).
 
-struct Params {
-    m: u32, j0: u32, j1: u32, tol: f32,
-}
-
-@group(0) @binding(0) var<storage, read_write> sys: array<sreal>;
-@group(0) @binding(1) var<storage, read_write> rhs: array<sreal>;
-@group(0) @binding(2) var<storage, read_write> status: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
-@group(0) @binding(4) var<storage, read> diag: array<sreal>;
+// Params and bindings (sys, rhs, status, p, diag): cholesky_params.wgsl, placed before this file.
 
 // row-major with a stride of CS + 1, so that a column's entries fall in different banks
 const LD: u32 = CS + 1u;

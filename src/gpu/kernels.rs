@@ -39,11 +39,17 @@ pub(super) const GATHER: Shader = Shader {
 };
 pub(super) const CHOLESKY: Shader = Shader {
     name: "cholesky",
-    source: include_str!("../../shaders/cholesky.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/cholesky_params.wgsl"),
+        include_str!("../../shaders/cholesky.wgsl")
+    ),
 };
 pub(super) const SMALL_CHOLESKY: Shader = Shader {
     name: "small_cholesky",
-    source: include_str!("../../shaders/small_cholesky.wgsl"),
+    source: concat!(
+        include_str!("../../shaders/cholesky_params.wgsl"),
+        include_str!("../../shaders/small_cholesky.wgsl")
+    ),
 };
 pub(super) const SPARSE_PREDICT: Shader = Shader {
     name: "sparse_predict",
