@@ -639,13 +639,9 @@ pub fn transposed(a: ArrayView2<f64>) -> Mat<f64> {
     transposed_impl(a, false, |v| v)
 }
 
-/// `X₁ᵀ = [X | 1]ᵀ` (a final row of ones) built directly, without materialising `X₁`.
-pub fn transposed_with_bias(a: ArrayView2<f64>) -> Mat<f64> {
-    transposed_impl(a, true, |v| v)
-}
-
-/// [`transposed`] (with a final row of ones where `bias`) with every value passed through
-/// `round` as it is copied (an f32 fit's values rounded to f32 without a rounded copy of `a`).
+/// [`transposed`] with every value passed through `round` as it is copied (an f32 fit's values
+/// rounded to f32 without a rounded copy of `a`) and, where `bias`, a final row of ones:
+/// `X₁ᵀ = [X | 1]ᵀ` built directly, without materialising `X₁`.
 pub fn transposed_rounded(a: ArrayView2<f64>, bias: bool, round: impl Fn(f64) -> f64) -> Mat<f64> {
     transposed_impl(a, bias, round)
 }
